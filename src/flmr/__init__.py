@@ -1,0 +1,3 @@
+"""flmr: Fine-grained Late-interaction Multi-modal Retrieval."""
+
+__version__ = "0.1.0"
