@@ -203,7 +203,7 @@ class FLMRMultiLayerPerceptron(nn.Module):
     def __init__(self, sizes: tuple[int, ...], bias: bool = True):
         super().__init__()
         layers: list[nn.Module] = []
-        for index, (size_in, size_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for index, (size_in, size_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             layers.append(nn.Linear(size_in, size_out, bias=bias))
             if index < len(sizes) - 2:
                 layers.append(nn.Tanh())
@@ -612,7 +612,9 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         embeddings = F.normalize(torch.cat(vectors, dim=1), p=2, dim=2)
         context_mask = torch.cat(masks, dim=1).unsqueeze(2)
         late_interaction = (
-            embeddings if keep_dims else [d[m] for d, m in zip(embeddings, context_mask.squeeze(2))]
+            embeddings
+            if keep_dims
+            else [d[m] for d, m in zip(embeddings, context_mask.squeeze(2), strict=True)]
         )
         return FLMRContextEncoderOutput(
             pooler_output=embeddings[:, 0, :],
