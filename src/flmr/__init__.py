@@ -11,7 +11,9 @@ from .model import (
     FLMRQueryEncoderOutput,
     FLMRQueryEncoderTokenizer,
     FLMRQueryEncoderTokenizerFast,
+    FLMRTextConfig,
     FLMRTextModel,
+    FLMRVisionConfig,
     FLMRVisionModel,
 )
 
@@ -28,6 +30,8 @@ __all__ = [
     "FLMRQueryEncoderOutput",
     "FLMRQueryEncoderTokenizer",
     "FLMRQueryEncoderTokenizerFast",
+    "FLMRTextConfig",
     "FLMRTextModel",
+    "FLMRVisionConfig",
     "FLMRVisionModel",
 ]

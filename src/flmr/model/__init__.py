@@ -62,6 +62,8 @@ __all__ = [
     "FLMRQueryEncoderOutput",
     "FLMRQueryEncoderTokenizer",
     "FLMRQueryEncoderTokenizerFast",
+    "FLMRTextConfig",
     "FLMRTextModel",
+    "FLMRVisionConfig",
     "FLMRVisionModel",
 ]

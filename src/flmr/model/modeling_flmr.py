@@ -33,6 +33,7 @@ QUERY_TOKENIZER_FOLDER = "query_tokenizer"
 CONTEXT_TOKENIZER_FOLDER = "context_tokenizer"
 MASKED_DOCUMENT_SCORE = -9999.0
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "proxies", "subfolder")
 
 
@@ -552,6 +553,7 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         concat_output_from_text_encoder: bool | None = None,
         keep_dims: bool = True,
         return_mask: bool = True,
+        token_type_ids: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
     ) -> FLMRContextEncoderOutput:
@@ -563,6 +565,7 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
                 their ``mapping_network_prefix_length`` vectors come first.
             keep_dims: return the padded (batch, length, dim) tensor with ``context_mask``; when false,
                 a list holding each document's unmasked vectors.
+            token_type_ids: as the context tokenizer returns them (all zeros), so ``doc(**encoding)`` works.
 
         Returns:
             [`FLMRContextEncoderOutput`].
@@ -598,6 +601,7 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
             text_outputs = self.context_text_encoder(
                 input_ids,
                 attention_mask=attention_mask.to(self.device),
+                token_type_ids=None if token_type_ids is None else token_type_ids.to(self.device),
                 output_hidden_states=bool(output_hidden_states),
             )
             text_mask = self._document_token_mask(input_ids)
@@ -825,13 +829,15 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
 def _load_tokenizer(cls: type, path: str, folder: str, config: FLMRConfig, hub_kwargs: dict) -> Any:
     kwargs = {k: v for k, v in hub_kwargs.items() if k != "subfolder"}
     subfolder = "/".join(p for p in (hub_kwargs.get("subfolder"), folder) if p)
-    try:
-        return cls.from_pretrained(path, subfolder=subfolder, text_config=config.text_config, **kwargs)
-    except (OSError, ValueError) as error:
+    lookup = {**kwargs, "subfolder": subfolder, "_raise_exceptions_for_missing_entries": False}
+    # transformers builds an empty tokenizer from a missing folder instead of failing, so look first.
+    if not any(cached_file(path, name, **lookup) for name in TOKENIZER_FILES):
         raise OSError(
-            f"{path} has no usable {folder}/ folder ({error}). An FLMR checkpoint keeps its tokenizers there; "
-            f"pass {folder}={cls.__name__}.from_pretrained(<a folder with a BERT vocab.txt>) to from_pretrained"
-        ) from error
+            f"{path} has no {folder}/ folder with a vocabulary ({' or '.join(TOKENIZER_FILES)}); an FLMR "
+            f"checkpoint keeps its tokenizers there. Pass {folder}={cls.__name__}.from_pretrained(<a folder "
+            "with a BERT vocab.txt>) to from_pretrained"
+        )
+    return cls.from_pretrained(path, subfolder=subfolder, text_config=config.text_config, **kwargs)
 
 
 def _read_checkpoint(path: str, hub_kwargs: dict) -> dict[str, torch.Tensor]:

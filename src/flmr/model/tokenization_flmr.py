@@ -6,9 +6,9 @@ overwritten by the marker token: ``[unused0]`` for queries, ``[unused1]`` for do
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-import torch
 from transformers import BatchEncoding, BertTokenizer
 
 QUERY_MARKER = "[unused0]"
@@ -26,7 +26,21 @@ def _as_list(text: str | list[str]) -> list[str]:
     return list(text)
 
 
-class FLMRContextEncoderTokenizer(BertTokenizer):
+class _SavesVocabFile(BertTokenizer):
+    """Also writes ``vocab.txt``, which the original (slow-tokenizer) implementation needs to load a save."""
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> tuple[str, ...]:
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        vocab_file = os.path.join(save_directory, "vocab.txt")
+        tokens = sorted(self.get_vocab().items(), key=lambda item: item[1])
+        with open(vocab_file, "w", encoding="utf-8") as handle:
+            handle.writelines(token + "\n" for token, _ in tokens)
+        return (*files, vocab_file)
+
+
+class FLMRContextEncoderTokenizer(_SavesVocabFile):
     r"""Tokenizer of documents: pads to ``max_length`` (at most ``doc_maxlen``) and marks position 1 as [D].
 
     Args:
@@ -70,7 +84,7 @@ class FLMRContextEncoderTokenizer(BertTokenizer):
         return encoding
 
 
-class FLMRQueryEncoderTokenizer(BertTokenizer):
+class FLMRQueryEncoderTokenizer(_SavesVocabFile):
     r"""Tokenizer of queries: pads to ``query_maxlen`` with [MASK] tokens and marks position 1 as [Q].
 
     The attention mask stays 0 on the [MASK] padding unless ``attend_to_mask_tokens`` is true.
@@ -150,10 +164,6 @@ def first_token_id(tokenizer: BertTokenizer, text: str) -> int:
     if not ids:
         raise ValueError(f"{text!r} encodes to no token with {type(tokenizer).__name__}")
     return ids[0]
-
-
-def as_long_tensor(values: Any) -> torch.Tensor:
-    return values if isinstance(values, torch.Tensor) else torch.as_tensor(values, dtype=torch.long)
 
 
 __all__ = [
