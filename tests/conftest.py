@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import flmr
+# Tests never reach the model hub: everything they load is local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import flmr  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FLMR_SHARED", REPO_ROOT.parent / "shared"))

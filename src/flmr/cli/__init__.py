@@ -1,0 +1,1 @@
+"""The ``flmr`` command line."""
