@@ -1,9 +1,9 @@
 """The README's main-job command."""
 
 import numpy as np
-from conftest import PREFLMR_TINY
 from PIL import Image
 
+from conftest import PREFLMR_TINY
 from flmr.cli.main import main
 
 
