@@ -26,8 +26,14 @@ def _as_list(text: str | list[str]) -> list[str]:
     return list(text)
 
 
-class _SavesVocabFile(BertTokenizer):
-    """Also writes ``vocab.txt``, which the original (slow-tokenizer) implementation needs to load a save."""
+class _MarkedBertTokenizer(BertTokenizer):
+    """BERT WordPiece that marks position 1 of every text, and also saves ``vocab.txt``."""
+
+    def _encode_marked(self, text: str | list[str], marker_id: int, **kwargs: Any) -> BatchEncoding:
+        texts = [MARKER_PLACEHOLDER + t for t in _as_list(text)]
+        encoding = super().__call__(texts, **kwargs)
+        encoding["input_ids"][:, 1] = marker_id
+        return encoding
 
     def save_pretrained(
         self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any
@@ -40,7 +46,7 @@ class _SavesVocabFile(BertTokenizer):
         return (*files, vocab_file)
 
 
-class FLMRContextEncoderTokenizer(_SavesVocabFile):
+class FLMRContextEncoderTokenizer(_MarkedBertTokenizer):
     r"""Tokenizer of documents: pads to ``max_length`` (at most ``doc_maxlen``) and marks position 1 as [D].
 
     Args:
@@ -71,20 +77,18 @@ class FLMRContextEncoderTokenizer(_SavesVocabFile):
         **kwargs: Any,
     ) -> BatchEncoding:
         """Tokenize documents; returns ``input_ids`` and ``attention_mask`` of shape (batch, max_length)."""
-        texts = [MARKER_PLACEHOLDER + t for t in _as_list(text)]
-        encoding = super().__call__(
-            texts,
+        return self._encode_marked(
+            text,
+            self.D_marker_token_id,
             padding=padding,
             truncation=truncation,
             max_length=min(max_length, self.doc_maxlen),
             return_tensors=return_tensors,
             **kwargs,
         )
-        encoding["input_ids"][:, 1] = self.D_marker_token_id
-        return encoding
 
 
-class FLMRQueryEncoderTokenizer(_SavesVocabFile):
+class FLMRQueryEncoderTokenizer(_MarkedBertTokenizer):
     r"""Tokenizer of queries: pads to ``query_maxlen`` with [MASK] tokens and marks position 1 as [Q].
 
     The attention mask stays 0 on the [MASK] padding unless ``attend_to_mask_tokens`` is true.
@@ -129,9 +133,9 @@ class FLMRQueryEncoderTokenizer(_SavesVocabFile):
         **kwargs: Any,
     ) -> BatchEncoding:
         """Tokenize queries; returns ``input_ids`` and ``attention_mask`` of shape (batch, max_length)."""
-        texts = [MARKER_PLACEHOLDER + t for t in _as_list(text)]
-        encoding = super().__call__(
-            texts,
+        encoding = self._encode_marked(
+            text,
+            self.Q_marker_token_id,
             padding=padding,
             truncation=truncation,
             max_length=max_length or self.query_maxlen,
@@ -139,7 +143,6 @@ class FLMRQueryEncoderTokenizer(_SavesVocabFile):
             **kwargs,
         )
         ids, mask = encoding["input_ids"], encoding["attention_mask"]
-        ids[:, 1] = self.Q_marker_token_id
         ids[ids == self.pad_token_id] = self.mask_token_id
         if self.attend_to_mask_tokens:
             mask[ids == self.mask_token_id] = 1
