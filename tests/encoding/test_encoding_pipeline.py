@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from conftest import DOCUMENTS, tiny_config
 from flmr.encoding import CollectionError, DocumentEncoder, QueryEncoder, read_collection
+from helpers import DOCUMENTS, tiny_config
 
 PROCESSOR = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
 

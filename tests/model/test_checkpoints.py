@@ -9,8 +9,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel
 
 import flmr
-from conftest import FLMR_TINY, PREFLMR_TINY, minilm_folder, tiny_config
 from flmr.model.checkpoint_layout import key_aliases
+from helpers import FLMR_TINY, PREFLMR_TINY, minilm_folder, tiny_config
 
 
 @pytest.fixture(scope="module")

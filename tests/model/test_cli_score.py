@@ -3,8 +3,8 @@
 import numpy as np
 from PIL import Image
 
-from conftest import PREFLMR_TINY
 from flmr.cli.main import main
+from helpers import PREFLMR_TINY
 
 
 def test_score_prints_a_table_and_ranks_the_matching_document_first(tmp_path, capsys):

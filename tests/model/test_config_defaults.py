@@ -3,7 +3,7 @@
 import pytest
 
 import flmr
-from conftest import PREFLMR_TINY
+from helpers import PREFLMR_TINY
 
 SPEC_DEFAULTS = {
     "dim": 128,

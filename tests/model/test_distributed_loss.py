@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import flmr
-from conftest import minilm_folder, tiny_config
+from helpers import minilm_folder, tiny_config
 
 
 def build_model():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import DOCUMENTS, QUERIES, tiny_config, tiny_preflmr_config
+from helpers import DOCUMENTS, QUERIES, tiny_config, tiny_preflmr_config
 
 PREFIX = 4  # mapping_network_prefix_length of the tiny configs
 PATCHES = 16  # (32 / 8) ** 2 patches of the tiny vision encoder
@@ -176,7 +176,7 @@ def test_shared_encoders_are_one_module(make_model):
 
 def test_attending_to_mask_tokens_changes_their_vectors(make_model):
     import flmr
-    from conftest import minilm_folder
+    from helpers import minilm_folder
 
     model = make_model(tiny_config())
     plain, _ = encode_queries(model)

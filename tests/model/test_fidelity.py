@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, SHARED
+from helpers import REPO_ROOT, SHARED
 
 
 def test_both_fixtures_match_the_original_implementation():

@@ -5,7 +5,7 @@ import math
 import torch
 
 import flmr
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 def naive_maxsim(q, d, d_mask):

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoTokenizer
 
 import flmr
-from conftest import FLMR_TINY, minilm_folder
+from helpers import FLMR_TINY, minilm_folder
 
 
 def test_query_marker_mask_padding_and_length(query_tokenizer):
