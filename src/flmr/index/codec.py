@@ -90,24 +90,33 @@ class ResidualCodec:
     def to(self, device: torch.device | str) -> ResidualCodec:
         """A copy of this codec whose tensors live on ``device``."""
         return ResidualCodec(
-            self.centroids.to(device), self.bucket_cutoffs.to(device), self.bucket_weights.to(device), self.nbits
+            self.centroids.to(device),
+            self.bucket_cutoffs.to(device),
+            self.bucket_weights.to(device),
+            self.nbits,
         )
 
     def compress(self, vectors: torch.Tensor, centroid_ids: torch.Tensor) -> torch.Tensor:
         """Bit-packed residual codes (n, bytes_per_vector) uint8 of ``vectors`` w.r.t. their centroids."""
         packed = [
-            self._compress_batch(vectors[start : start + _COMPRESS_BATCH], centroid_ids[start : start + _COMPRESS_BATCH])
+            self._compress_batch(
+                vectors[start : start + _COMPRESS_BATCH], centroid_ids[start : start + _COMPRESS_BATCH]
+            )
             for start in range(0, vectors.shape[0], _COMPRESS_BATCH)
         ]
         if not packed:
             return torch.empty(0, self.bytes_per_vector, dtype=torch.uint8, device=vectors.device)
         return torch.cat(packed)
 
-    def decompress(self, codes: torch.Tensor, centroid_ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    def decompress(
+        self, codes: torch.Tensor, centroid_ids: torch.Tensor, normalize: bool = True
+    ) -> torch.Tensor:
         """Reconstructed float32 vectors (n, dim); ``normalize`` re-projects them onto the unit sphere."""
         byte_position = torch.arange(codes.shape[1], device=codes.device) * 256
-        residuals = self._lookup[codes.long() + byte_position].flatten(1)[:, : self.dim]
-        vectors = self.centroids[centroid_ids.long()] + residuals
+        # index_select is several times faster than advanced indexing on CPU
+        rows = (codes.long() + byte_position).flatten()
+        residuals = self._lookup.index_select(0, rows).view(codes.shape[0], -1)[:, : self.dim]
+        vectors = self.centroids.index_select(0, centroid_ids.long()) + residuals
         return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
 
     def _compress_batch(self, vectors: torch.Tensor, centroid_ids: torch.Tensor) -> torch.Tensor:
@@ -115,7 +124,9 @@ class ResidualCodec:
         # searchsorted works row by row: one row of cutoffs per dimension
         codes = torch.searchsorted(self.bucket_cutoffs, residuals.T.contiguous(), right=True).T
         padding = self.bytes_per_vector * self.codes_per_byte - self.dim
-        codes = torch.nn.functional.pad(codes, (0, padding)).view(-1, self.bytes_per_vector, self.codes_per_byte)
+        codes = torch.nn.functional.pad(codes, (0, padding)).view(
+            -1, self.bytes_per_vector, self.codes_per_byte
+        )
         shifts = self._shifts(codes.device)
         return (codes << shifts).sum(dim=-1).to(torch.uint8)
 
@@ -130,6 +141,8 @@ class ResidualCodec:
         weights = torch.zeros(padded_dim, 1 << self.nbits, device=device)
         weights[: self.dim] = self.bucket_weights.float()
         byte_values = torch.arange(256, device=device)
-        codes = (byte_values[:, None] >> self._shifts(device)) & ((1 << self.nbits) - 1)  # (256, codes_per_byte)
+        codes = (byte_values[:, None] >> self._shifts(device)) & (
+            (1 << self.nbits) - 1
+        )  # (256, codes_per_byte)
         dims = torch.arange(padded_dim, device=device).view(self.bytes_per_vector, 1, self.codes_per_byte)
         return weights[dims, codes[None]].reshape(-1, self.codes_per_byte)

@@ -1,0 +1,266 @@
+"""Writing a new index: sample, train centroids and codec, compress every chunk, build inverted lists."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flmr.index.codec import ResidualCodec, check_nbits
+from flmr.index.index import Index
+from flmr.index.inputs import (
+    DEFAULT_DOCS_PER_CHUNK,
+    DocumentChunk,
+    EmbeddingsInput,
+    check_document_list,
+    is_document_list,
+    iter_chunks,
+)
+from flmr.index.kmeans import CentroidAssigner, default_num_partitions, train_centroids
+from flmr.index.segments import ivf_from_keys, write_segment
+from flmr.index.storage import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    new_build_folder,
+    publish_build_folder,
+    save_array,
+    write_manifest,
+)
+
+SAMPLE_POINTS_PER_PARTITION = 32
+MAX_HELDOUT_VECTORS = 50_000
+# a stream of chunks of unknown size is buffered up to this many vectors to size the k-means sample
+MAX_UNSIZED_BUFFER_VECTORS = 1 << 21
+
+
+@dataclass
+class _Sample:
+    vectors: torch.Tensor
+    chunks: Iterator[DocumentChunk]
+    total_vectors: int
+
+
+@dataclass
+class IndexWriter:
+    """Builds a compressed PLAID index folder from document token embeddings.
+
+    Args:
+        nbits: bits per residual dimension, one of 1, 2, 4, 8.
+        num_partitions: number of centroids; default ColBERT's 2**floor(log2(16 * sqrt(num_vectors))),
+            capped by the number of sampled vectors.
+        kmeans_sample_size: vectors sampled for k-means and the codec; default 32 per partition.
+        kmeans_iterations: k-means iterations.
+        seed: seed of every random choice (sampling, k-means), so builds are reproducible.
+        docs_per_chunk: documents compressed at a time (bounds memory for in-memory inputs).
+        device: where assignment and compression run ("cpu", "cuda").
+
+    Example:
+        >>> docs = [torch.nn.functional.normalize(torch.randn(30, 16), dim=-1) for _ in range(100)]
+        >>> index = IndexWriter(nbits=2).write("/tmp/doctest_index", docs, overwrite=True)
+        >>> index.num_documents, index.dim
+        (100, 16)
+    """
+
+    nbits: int = 2
+    num_partitions: int | None = None
+    kmeans_sample_size: int | None = None
+    kmeans_iterations: int = 20
+    seed: int = 0
+    docs_per_chunk: int = DEFAULT_DOCS_PER_CHUNK
+    device: str | torch.device = "cpu"
+
+    def __post_init__(self) -> None:
+        check_nbits(self.nbits)
+
+    def write(
+        self,
+        path: str | Path,
+        embeddings: EmbeddingsInput,
+        doclens: torch.Tensor | Sequence[int] | None = None,
+        documents: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        encoder: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+        expected_num_vectors: int | None = None,
+    ) -> Index:
+        """Build the index at ``path`` and return it loaded.
+
+        ``embeddings`` is a list of per-document (n_tokens_i, dim) tensors, a flat (N, dim) tensor with
+        ``doclens``, or an iterable of chunks (see ``iter_chunks``) for collections larger than RAM. With a
+        stream, k-means samples its first chunks, so shuffle the collection or pass ``num_partitions`` or
+        ``expected_num_vectors`` for a stream of over 2M vectors. ``encoder`` (checkpoint name, hash, ...)
+        is stored in the manifest. Documents with no vectors are allowed and are never retrieved.
+        """
+        destination = Path(path)
+        folder = new_build_folder(destination, overwrite)
+        try:
+            manifest = self._build(
+                folder, embeddings, doclens, documents, dict(encoder or {}), expected_num_vectors
+            )
+            write_manifest(folder, manifest)
+            publish_build_folder(folder, destination)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return Index.load(destination)
+
+    def _build(
+        self,
+        folder: Path,
+        embeddings: EmbeddingsInput,
+        doclens: torch.Tensor | Sequence[int] | None,
+        documents: Sequence[Mapping[str, Any]] | None,
+        encoder: dict[str, Any],
+        expected_num_vectors: int | None,
+    ) -> dict[str, Any]:
+        started = time.time()
+        device = torch.device(self.device)
+        chunks = iter_chunks(embeddings, doclens, documents, self.docs_per_chunk)
+        sample = self._sample(embeddings, chunks, expected_num_vectors)
+        heldout_size = max(1, min(MAX_HELDOUT_VECTORS, sample.vectors.shape[0] // 10))
+        heldout, training = sample.vectors[:heldout_size], sample.vectors[heldout_size:]
+        if training.shape[0] == 0:
+            training = heldout  # a collection of one vector
+        requested = self.num_partitions or default_num_partitions(sample.total_vectors)
+        num_partitions = min(requested, training.shape[0])
+        centroids = train_centroids(training, num_partitions, self.kmeans_iterations, self.seed).to(device)
+        assigner = CentroidAssigner(centroids, seed=self.seed)
+        heldout = heldout.to(device)
+        codec = ResidualCodec.fit(centroids, heldout - centroids[assigner.assign(heldout)], self.nbits)
+        total_chunks = self._count_chunks(embeddings, doclens)
+        written = write_segment(
+            folder / "segments" / "000000", sample.chunks, codec, assigner, 0, device, total_chunks
+        )
+        if written.num_vectors == 0:
+            raise ValueError("empty collection: no document has any vector")
+        ivf_offsets, ivf_pids = ivf_from_keys(written.ivf_keys, num_partitions)
+        files = {
+            "centroids": "centroids.npy",
+            "bucket_cutoffs": "bucket_cutoffs.npy",
+            "bucket_weights": "bucket_weights.npy",
+            "ivf_offsets": "ivf_offsets.0.npy",
+            "ivf_pids": "ivf_pids.0.npy",
+            "deleted": "deleted.0.npy",
+        }
+        save_array(folder / files["centroids"], codec.centroids.cpu().numpy())
+        save_array(folder / files["bucket_cutoffs"], codec.bucket_cutoffs.cpu().numpy())
+        save_array(folder / files["bucket_weights"], codec.bucket_weights.cpu().numpy())
+        save_array(folder / files["ivf_offsets"], ivf_offsets)
+        save_array(folder / files["ivf_pids"], ivf_pids)
+        save_array(folder / files["deleted"], np.empty(0, dtype=np.int64))
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "generation": 0,
+            "settings": {
+                "nbits": self.nbits,
+                "dim": codec.dim,
+                "num_partitions": num_partitions,
+                "requested_num_partitions": requested,
+                "kmeans_sample_size": int(sample.vectors.shape[0]),
+                "kmeans_iterations": self.kmeans_iterations,
+                "seed": self.seed,
+                "bytes_per_vector": codec.bytes_per_vector,
+            },
+            "counts": {
+                "num_documents": written.num_documents,
+                "num_vectors": written.num_vectors,
+                "num_deleted": 0,
+                "num_ivf_entries": int(ivf_pids.shape[0]),
+            },
+            "encoder": encoder,
+            "build_seconds": round(time.time() - started, 3),
+            "files": files,
+            "segments": [
+                {
+                    "folder": "segments/000000",
+                    "num_documents": written.num_documents,
+                    "num_vectors": written.num_vectors,
+                }
+            ],
+        }
+
+    def _sample_size(self, total_vectors: int) -> int:
+        requested = self.num_partitions or default_num_partitions(total_vectors)
+        return min(total_vectors, self.kmeans_sample_size or SAMPLE_POINTS_PER_PARTITION * requested)
+
+    def _sample(
+        self, embeddings: EmbeddingsInput, chunks: Iterator[DocumentChunk], expected_num_vectors: int | None
+    ) -> _Sample:
+        generator = torch.Generator().manual_seed(self.seed)
+        if isinstance(embeddings, torch.Tensor):
+            total = embeddings.shape[0]
+            if total == 0 or embeddings.ndim != 2:
+                raise ValueError(
+                    f"empty collection or bad shape: embeddings of shape {tuple(embeddings.shape)}"
+                )
+            rows = torch.randperm(total, generator=generator)[: self._sample_size(total)]
+            return _Sample(embeddings[rows].float(), chunks, total)
+        if is_document_list(embeddings):
+            check_document_list(embeddings)
+            total = sum(d.shape[0] for d in embeddings)
+            size = self._sample_size(total)
+            picked, count = [], 0
+            for doc in torch.randperm(len(embeddings), generator=generator).tolist():
+                if count >= size:
+                    break
+                picked.append(embeddings[doc].reshape(-1, embeddings[doc].shape[-1]))
+                count += picked[-1].shape[0]
+            return _Sample(self._subsample(picked, size, generator), chunks, total)
+        return self._sample_stream(chunks, expected_num_vectors, generator)
+
+    def _sample_stream(
+        self, chunks: Iterator[DocumentChunk], expected_num_vectors: int | None, generator: torch.Generator
+    ) -> _Sample:
+        sized = expected_num_vectors is not None or (self.num_partitions and self.kmeans_sample_size)
+        limit = self._sample_size(expected_num_vectors or math.inf) if sized else MAX_UNSIZED_BUFFER_VECTORS
+        buffered: list[DocumentChunk] = []
+        count = 0
+        for chunk in chunks:
+            buffered.append(chunk)
+            count += chunk.embeddings.shape[0]
+            if count >= limit:
+                break
+        else:  # the whole stream fits in the buffer: its size is known exactly
+            return _Sample(
+                self._subsample([c.embeddings for c in buffered], self._sample_size(count), generator),
+                iter(buffered),
+                count,
+            )
+        if not sized:
+            raise ValueError(
+                f"the chunk stream has over {MAX_UNSIZED_BUFFER_VECTORS} vectors: pass expected_num_vectors "
+                "(or num_partitions and kmeans_sample_size) to size the k-means sample"
+            )
+        total = expected_num_vectors or count
+        return _Sample(
+            self._subsample([c.embeddings for c in buffered], limit, generator),
+            itertools.chain(buffered, chunks),
+            total,
+        )
+
+    @staticmethod
+    def _subsample(parts: list[torch.Tensor], size: int, generator: torch.Generator) -> torch.Tensor:
+        if not parts:
+            raise ValueError("empty collection: no documents were given")
+        vectors = torch.cat([p.detach().float() for p in parts])
+        if vectors.shape[0] == 0:
+            raise ValueError("empty collection: no document has any vector")
+        return vectors[torch.randperm(vectors.shape[0], generator=generator)[:size]]
+
+    def _count_chunks(
+        self, embeddings: EmbeddingsInput, doclens: torch.Tensor | Sequence[int] | None
+    ) -> int | None:
+        if isinstance(embeddings, torch.Tensor) and doclens is not None:
+            return math.ceil(len(doclens) / self.docs_per_chunk)
+        if is_document_list(embeddings):
+            return math.ceil(len(embeddings) / self.docs_per_chunk)
+        return None

@@ -1,0 +1,108 @@
+"""Exact brute-force MaxSim search: the quality reference, and a mode for small collections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from flmr.index.index import Index
+from flmr.index.inputs import EmbeddingsInput, iter_chunks
+from flmr.search.maxsim import as_query_batch, nonzero_rows, segment_max
+from flmr.search.results import SearchHit, make_hits
+
+DEFAULT_MAX_SCORE_ELEMENTS = 1 << 25  # floats in one (document vectors x query vectors) score block
+
+
+class ExactSearcher:
+    """Scores every document with full MaxSim, in memory-bounded blocks, all queries of a batch at once.
+
+    The documents are either an ``Index`` (vectors decompressed block by block, deleted documents
+    skipped, stored fields available) or raw embeddings held in memory (a list of per-document tensors,
+    or a flat tensor plus ``doclens``).
+
+    Example:
+        >>> docs = [torch.nn.functional.normalize(torch.randn(20, 16), dim=-1) for _ in range(50)]
+        >>> hits = ExactSearcher(docs).search(docs[7][:4], k=3)[0]
+        >>> hits[0].pid, hits[0].rank
+        (7, 1)
+    """
+
+    def __init__(
+        self,
+        documents: Index | str | Path | EmbeddingsInput,
+        doclens: torch.Tensor | Sequence[int] | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        normalize_decompressed: bool = True,
+        max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS,
+    ) -> None:
+        self.device = torch.device(device)
+        self.normalize_decompressed = normalize_decompressed
+        self.max_score_elements = max_score_elements
+        self.index: Index | None = None
+        if isinstance(documents, (str, Path)):
+            documents = Index.load(documents)
+        if isinstance(documents, Index):
+            self.index = documents
+            self.dim = documents.dim
+        else:
+            chunks = list(iter_chunks(documents, doclens))
+            if not chunks:
+                raise ValueError("empty collection: no documents were given")
+            self.vectors = torch.cat([c.embeddings for c in chunks]).float().to(self.device)
+            self.doclens = torch.cat([c.doclens for c in chunks]).long().to(self.device)
+            self.doc_offsets = torch.cat([self.doclens.new_zeros(1), self.doclens.cumsum(0)])
+            self.dim = self.vectors.shape[1]
+
+    def search(
+        self, queries: torch.Tensor, k: int = 10, return_documents: bool = False
+    ) -> list[list[SearchHit]]:
+        """Top-``k`` documents by MaxSim for each query of a (num_queries, q_len, dim) batch."""
+        queries = as_query_batch(queries, self.dim).to(self.device)
+        rows = [nonzero_rows(query) for query in queries]
+        query_rows = torch.cat(rows)
+        row_owner = torch.arange(len(rows), device=self.device).repeat_interleave(
+            torch.tensor([r.shape[0] for r in rows], device=self.device)
+        )
+        sum_by_query = torch.nn.functional.one_hot(row_owner, len(rows)).float()  # (rows, queries)
+        best_scores = torch.empty(len(rows), 0, device=self.device)
+        best_pids = torch.empty(len(rows), 0, dtype=torch.long, device=self.device)
+        for pids, vectors, owners in self._blocks(max(1, query_rows.shape[0])):
+            per_row = segment_max(vectors @ query_rows.T, owners, pids.shape[0], float("-inf"))
+            empty = (
+                torch.isinf(per_row[:, 0]) if per_row.shape[1] else torch.zeros_like(pids, dtype=torch.bool)
+            )
+            scores = per_row.masked_fill(empty[:, None], 0.0) @ sum_by_query  # (docs, queries)
+            scores[empty] = float("-inf")  # documents without vectors are never retrieved
+            best_scores, order = torch.cat([best_scores, scores.T], dim=1).topk(
+                min(k, best_scores.shape[1] + pids.shape[0]), dim=1
+            )
+            best_pids = torch.cat([best_pids, pids[None].expand(len(rows), -1)], dim=1).gather(1, order)
+        return [
+            make_hits(best_pids[q].cpu(), best_scores[q].cpu(), self.index, return_documents)
+            for q in range(len(rows))
+        ]
+
+    def _blocks(self, num_query_rows: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield (pids, vectors, owner of each vector as an index into pids) in bounded blocks."""
+        vector_budget = max(1, self.max_score_elements // num_query_rows)
+        if self.index is not None:
+            mean_doclen = max(1, self.index.num_vectors // max(1, self.index.num_documents))
+            for _, pids in self.index.iter_documents(max(1, vector_budget // mean_doclen)):
+                vectors, owners = self.index.decompress(pids, self.normalize_decompressed)
+                yield pids.to(self.device), vectors.to(self.device), owners.to(self.device)
+            return
+        num_docs = self.doclens.shape[0]
+        first = 0
+        while first < num_docs:
+            # the largest run of documents whose vectors fit the budget (always at least one document)
+            limit = self.doc_offsets[first] + vector_budget
+            last = max(first + 1, int(torch.searchsorted(self.doc_offsets, limit, right=True)) - 1)
+            last = min(last, num_docs)
+            start, end = int(self.doc_offsets[first]), int(self.doc_offsets[last])
+            lengths = self.doclens[first:last]
+            owners = torch.arange(last - first, device=self.device).repeat_interleave(lengths)
+            yield torch.arange(first, last, device=self.device), self.vectors[start:end], owners
+            first = last

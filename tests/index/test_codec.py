@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from flmr.index import ResidualCodec
+
+# mean squared reconstruction error relative to the mean squared residual, measured ~0.36, 0.13, 0.019,
+# 0.0005 on random unit vectors in 16-d with 64 centroids
+RELATIVE_ERROR_BOUND = {1: 0.45, 2: 0.2, 4: 0.03, 8: 0.002}
+
+
+def unit_vectors(count: int, dim: int, seed: int) -> torch.Tensor:
+    return torch.nn.functional.normalize(
+        torch.randn(count, dim, generator=torch.Generator().manual_seed(seed)), dim=-1
+    )
+
+
+def fitted_codec(nbits: int, dim: int = 16) -> tuple[ResidualCodec, torch.Tensor, torch.Tensor]:
+    vectors, centroids = unit_vectors(6000, dim, 0), unit_vectors(64, dim, 1)
+    centroid_ids = (vectors @ centroids.T).argmax(dim=1)
+    heldout = slice(0, 2000)
+    codec = ResidualCodec.fit(centroids, vectors[heldout] - centroids[centroid_ids[heldout]], nbits)
+    return codec, vectors[2000:], centroid_ids[2000:]
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 4, 8])
+def test_round_trip_error_is_bounded_per_nbits(nbits: int) -> None:
+    codec, vectors, centroid_ids = fitted_codec(nbits)
+    restored = codec.decompress(codec.compress(vectors, centroid_ids), centroid_ids, normalize=False)
+    residuals = vectors - codec.centroids[centroid_ids]
+    relative_error = ((restored - vectors) ** 2).sum(1).mean() / (residuals**2).sum(1).mean()
+    assert relative_error < RELATIVE_ERROR_BOUND[nbits]
+
+
+def test_more_bits_reconstruct_better() -> None:
+    errors = []
+    for nbits in (1, 2, 4, 8):
+        codec, vectors, centroid_ids = fitted_codec(nbits)
+        restored = codec.decompress(codec.compress(vectors, centroid_ids), centroid_ids)
+        errors.append(float((restored - vectors).norm(dim=1).mean()))
+    assert errors == sorted(errors, reverse=True)
+
+
+@pytest.mark.parametrize("dim", [16, 10, 3])
+@pytest.mark.parametrize("nbits", [1, 2, 4, 8])
+def test_packing_matches_per_dimension_bucket_lookup(nbits: int, dim: int) -> None:
+    codec, vectors, centroid_ids = fitted_codec(nbits, dim)
+    codes = codec.compress(vectors, centroid_ids)
+    assert codes.dtype == torch.uint8
+    assert codes.shape == (vectors.shape[0], -(-dim * nbits // 8))
+    residuals = vectors - codec.centroids[centroid_ids]
+    buckets = (residuals[:, :, None] >= codec.bucket_cutoffs[None]).sum(-1)  # reference quantiser
+    expected = codec.centroids[centroid_ids] + codec.bucket_weights[torch.arange(dim), buckets]
+    torch.testing.assert_close(codec.decompress(codes, centroid_ids, normalize=False), expected)
+
+
+def test_normalized_decompression_gives_unit_vectors() -> None:
+    codec, vectors, centroid_ids = fitted_codec(2)
+    restored = codec.decompress(codec.compress(vectors, centroid_ids), centroid_ids, normalize=True)
+    torch.testing.assert_close(restored.norm(dim=1), torch.ones(restored.shape[0]))
+
+
+def test_buckets_hold_equal_shares_of_residuals() -> None:
+    codec, vectors, centroid_ids = fitted_codec(2)
+    residuals = vectors - codec.centroids[centroid_ids]
+    shares = (residuals[:, :, None] >= codec.bucket_cutoffs[None]).sum(
+        -1
+    ).flatten().bincount() / residuals.numel()
+    torch.testing.assert_close(shares, torch.full((4,), 0.25), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("nbits", [0, 3, 16])
+def test_unsupported_nbits_is_rejected(nbits: int) -> None:
+    with pytest.raises(ValueError, match="nbits must be one of"):
+        ResidualCodec.fit(unit_vectors(10, 4, 0), unit_vectors(10, 4, 1), nbits)

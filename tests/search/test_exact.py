@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from flmr.search import ExactSearcher
+
+
+def naive_maxsim(query: torch.Tensor, document: torch.Tensor) -> float:
+    return sum(float((document @ vector).max()) for vector in query if vector.abs().sum() > 0)
+
+
+def test_scores_are_maxsim_and_sorted(documents) -> None:
+    queries = torch.stack([documents[i][:4] for i in (0, 50, 99)])
+    hits = ExactSearcher(documents).search(queries, k=5)
+    for query, query_hits in zip(queries, hits, strict=True):
+        expected = sorted(((naive_maxsim(query, d), pid) for pid, d in enumerate(documents)), reverse=True)[
+            :5
+        ]
+        assert [h.pid for h in query_hits] == [pid for _, pid in expected]
+        torch.testing.assert_close(
+            torch.tensor([h.score for h in query_hits]), torch.tensor([s for s, _ in expected])
+        )
+        assert [h.rank for h in query_hits] == [1, 2, 3, 4, 5]
+
+
+def test_small_score_blocks_give_the_same_results(documents) -> None:
+    queries = torch.stack([documents[i][:4] for i in range(0, 300, 30)])
+    flat, doclens = torch.cat(documents), torch.tensor([len(d) for d in documents])
+    whole = ExactSearcher(flat, doclens).search(queries, k=7)
+    blocked = ExactSearcher(flat, doclens, max_score_elements=3000).search(queries, k=7)
+    assert [[h.pid for h in q] for q in whole] == [[h.pid for h in q] for q in blocked]
+
+
+def test_zero_query_vectors_are_ignored(documents) -> None:
+    query = documents[3][:5]
+    padded = torch.cat([query, torch.zeros(6, 16)])
+    searcher = ExactSearcher(documents)
+    assert searcher.search(query, k=5) == searcher.search(padded, k=5)
+
+
+def test_documents_without_vectors_are_never_returned(documents) -> None:
+    with_empty = [torch.empty(0, 16), *documents[:5]]
+    hits = ExactSearcher(with_empty).search(documents[0][:3], k=10)[0]
+    assert len(hits) == 5 and 0 not in {h.pid for h in hits}
+
+
+def test_exact_over_an_index_skips_deleted_and_returns_documents(
+    tmp_path, writer, documents, stored_fields
+) -> None:
+    index = writer.write(tmp_path / "index", documents, documents=stored_fields)
+    query = documents[42][:6]
+    assert ExactSearcher(index).search(query, k=1)[0][0].pid == 42
+    index.delete([42])
+    hits = ExactSearcher(index).search(query, k=300, return_documents=True)[0]
+    assert 42 not in {h.pid for h in hits} and len(hits) == 299
+    assert hits[0].document.id == f"doc-{hits[0].pid}"
+
+
+def test_query_dim_must_match(documents) -> None:
+    with pytest.raises(ValueError, match=r"\(num_queries, q_len, 16\)"):
+        ExactSearcher(documents).search(torch.randn(2, 4, 8))

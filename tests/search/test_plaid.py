@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from conftest import clustered_documents
+from flmr.index import Index, IndexWriter
+from flmr.search import ExactSearcher, PlaidSearcher
+
+
+@pytest.fixture(scope="module")
+def easy_index(tmp_path_factory) -> tuple[Index, list[torch.Tensor]]:
+    """Well separated topics, 4-bit residuals: PLAID should find exactly the exact top-k."""
+    documents = clustered_documents(400, num_topics=64, noise=0.1, seed=3)
+    writer = IndexWriter(nbits=4, num_partitions=64, kmeans_iterations=10)
+    index = writer.write(
+        tmp_path_factory.mktemp("plaid") / "index", documents, documents=[{"id": str(i)} for i in range(400)]
+    )
+    return index, documents
+
+
+def queries_from(documents: list[torch.Tensor], pids: range, length: int = 5) -> torch.Tensor:
+    return torch.stack([documents[pid][:length] for pid in pids])
+
+
+def pids_of(hits) -> list[list[int]]:
+    return [[hit.pid for hit in query_hits] for query_hits in hits]
+
+
+def test_plaid_top_k_equals_exact_top_k_on_easy_collection(easy_index) -> None:
+    index, documents = easy_index
+    queries = queries_from(documents, range(0, 400, 20), length=5)
+    plaid = PlaidSearcher(index, ndocs=128).search(queries, k=5)
+    exact = ExactSearcher(index).search(queries, k=5)  # same decompressed vectors
+    assert pids_of(plaid) == pids_of(exact)
+    for plaid_hits, exact_hits in zip(plaid, exact, strict=True):
+        torch.testing.assert_close(
+            [h.score for h in plaid_hits], [h.score for h in exact_hits], rtol=1e-5, atol=1e-5
+        )
+
+
+def test_scores_are_maxsim_over_decompressed_vectors(easy_index) -> None:
+    index, documents = easy_index
+    query = documents[11][:4]
+    for hit in PlaidSearcher(index).search(query, k=3)[0]:
+        vectors, _ = index.decompress(torch.tensor([hit.pid]))
+        assert hit.score == pytest.approx(float((query @ vectors.T).amax(dim=1).sum()), abs=1e-5)
+
+
+def test_top_n_does_not_depend_on_k(easy_index) -> None:
+    index, documents = easy_index
+    searcher = PlaidSearcher(index, ndocs=32)
+    queries = queries_from(documents, range(5, 400, 40))
+    small, large = searcher.search(queries, k=3), searcher.search(queries, k=8)
+    assert [q[:3] for q in pids_of(large)] == pids_of(small)
+
+
+def test_zero_query_vectors_are_ignored(easy_index) -> None:
+    index, documents = easy_index
+    searcher = PlaidSearcher(index)
+    query = documents[7][:5]
+    padded = torch.cat([torch.zeros(3, 16), query, torch.zeros(20, 16)])
+    assert searcher.search(query, k=5) == searcher.search(padded, k=5)
+    assert searcher.search(torch.zeros(4, 16), k=5) == [[]]
+
+
+def test_only_the_first_32_vectors_generate_candidates_with_text_first_32(easy_index) -> None:
+    index, documents = easy_index
+    text = -documents[0][0].expand(32, -1)  # a "text" part pointing away from document 123
+    query = torch.cat([text, documents[123][:4]])  # only the "image" part points at it
+
+    def found(option: str) -> set[int]:
+        searcher = PlaidSearcher(index, candidate_query_vectors=option, ncells=1)
+        return {hit.pid for hit in searcher.search(query, k=400)[0]}
+
+    assert 123 in found("all")
+    assert 123 not in found("text_first_32")
+
+
+def test_deleted_documents_never_come_back_and_added_ones_do(tmp_path, writer, documents) -> None:
+    index = writer.write(tmp_path / "index", documents)
+    searcher = PlaidSearcher(index)
+    query = documents[8][:6]
+    assert searcher.search(query, k=1)[0][0].pid == 8
+    index.delete([8])
+    assert 8 not in {h.pid for h in searcher.search(query, k=50)[0]}
+    new_pids = index.add([documents[8]])
+    assert searcher.search(query, k=1)[0][0].pid == new_pids[0]
+
+
+def test_documents_are_returned_when_asked(easy_index) -> None:
+    index, documents = easy_index
+    hit = PlaidSearcher(index).search(documents[77][:5], k=1, return_documents=True)[0][0]
+    assert hit.pid == 77 and hit.document.id == "77" and hit.rank == 1
+
+
+def test_batched_queries_match_single_queries(easy_index) -> None:
+    index, documents = easy_index
+    searcher = PlaidSearcher(index)
+    queries = queries_from(documents, range(3, 400, 50))
+    assert searcher.search(queries, k=4) == [searcher.search(q, k=4)[0] for q in queries]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"candidate_query_vectors": "image"}, "candidate_query_vectors"), ({"ncells": 0}, "ncells")],
+)
+def test_bad_options_are_rejected(easy_index, options, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        PlaidSearcher(easy_index[0], **options)
