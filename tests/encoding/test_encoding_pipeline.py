@@ -1,6 +1,7 @@
 """Collections -> per-document vectors: forms, ordering, dynamic padding, images, chunks and resume."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -146,3 +147,20 @@ def test_query_encoder_mixes_queries_with_and_without_images(tmp_path, make_mode
     assert torch.allclose(Q[:, :32], text_only, atol=1e-6)
     with pytest.raises(CollectionError, match="1 images for 2 queries"):
         encoder.encode(["a", "b"], images=[None])
+
+
+def test_fingerprint_ignores_folder_and_dtype_but_not_weights(make_model):
+    import flmr
+    from flmr.encoding import model_fingerprint, same_encoder
+    from helpers import FLMR_TINY
+
+    absolute = flmr.FLMRModelForRetrieval.from_pretrained(FLMR_TINY)
+    assert absolute.config._name_or_path == str(FLMR_TINY)
+    relative = flmr.FLMRModelForRetrieval.from_pretrained(os.path.relpath(FLMR_TINY), dtype=torch.bfloat16)
+    retrained = flmr.FLMRModelForRetrieval.from_pretrained(FLMR_TINY)
+    with torch.no_grad():
+        retrained.context_text_encoder_linear.weight.mul_(1.5)
+    reference = model_fingerprint(absolute)
+    assert same_encoder(reference, model_fingerprint(relative))
+    assert not same_encoder(reference, model_fingerprint(retrained))
+    assert not same_encoder(reference, model_fingerprint(make_model(tiny_config())))

@@ -1,7 +1,7 @@
 """Collections -> token embeddings: reading collections, encoding documents and queries."""
 
 from .collection import Document, read_collection
-from .documents import DocumentEncoder, EmbeddingChunk, model_fingerprint
+from .documents import DocumentEncoder, EmbeddingChunk, model_fingerprint, same_encoder
 from .errors import CollectionError
 from .queries import QueryEncoder
 
@@ -13,4 +13,5 @@ __all__ = [
     "QueryEncoder",
     "model_fingerprint",
     "read_collection",
+    "same_encoder",
 ]

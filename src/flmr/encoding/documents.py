@@ -20,6 +20,7 @@ from .errors import CollectionError
 from .images import load_pixel_values
 
 CHUNK_MANIFEST = "encoding.json"
+VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures"}
 
 
 @dataclass
@@ -36,15 +37,42 @@ class EmbeddingChunk:
 
 
 def model_fingerprint(model: Any) -> dict[str, Any]:
-    """What identifies the encoder an index was built with: its name, config and a weight digest."""
-    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items())[:: max(1, len(model.state_dict()) // 16)]:
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes()[:65536])
+    """What identifies the encoder an index was built with.
+
+    ``digest`` hashes the architecture (the config, without where it was loaded from or in which dtype);
+    ``weight_signature`` holds the mean absolute value of every weight tensor, which a change of precision
+    barely moves and any training changes. [`same_encoder`] compares two fingerprints.
+    """
+    config = _without_volatile_keys(model.config.to_dict())
     return {
-        "checkpoint": str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "")),
+        "checkpoint": str(getattr(model.config, "_name_or_path", "") or ""),
         "dim": int(model.config.dim),
-        "digest": digest.hexdigest()[:32],
+        "digest": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:32],
+        "weight_signature": [
+            float(tensor.detach().float().abs().mean()) for _, tensor in sorted(model.state_dict().items())
+        ],
+    }
+
+
+def same_encoder(built_with: dict[str, Any], current: dict[str, Any], tolerance: float = 5e-3) -> bool:
+    """Whether two fingerprints describe the same checkpoint (in any dtype, from any folder).
+
+    bfloat16 moves a signature entry by at most ~0.1% (measured on the tiny fixtures and MiniLM), so
+    entries must agree within ``tolerance`` (relative).
+    """
+    if built_with.get("digest") != current.get("digest"):
+        return False
+    stored, now = built_with.get("weight_signature") or [], current.get("weight_signature") or []
+    return len(stored) == len(now) and all(
+        abs(a - b) <= tolerance * max(abs(a), 1e-6) for a, b in zip(stored, now, strict=True)
+    )
+
+
+def _without_volatile_keys(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: _without_volatile_keys(v) if isinstance(v, dict) else v
+        for k, v in values.items()
+        if k not in VOLATILE_CONFIG_KEYS
     }
 
 

@@ -796,6 +796,8 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
             output_loading_info=True,
             **kwargs,
         )
+        # Loading from a state dict leaves the source unnamed; record where the weights came from.
+        model.config._name_or_path = model.name_or_path = path
         info["missing_keys"] = sorted(set(info.get("missing_keys", [])) | set(missing))
         info["unexpected_keys"] = sorted(set(info.get("unexpected_keys", [])) | set(unexpected))
         if missing:
