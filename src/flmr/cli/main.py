@@ -1,68 +1,213 @@
-"""``flmr``: command-line entry point.
+"""flmr: index collections, search them, serve them over HTTP.
 
 Examples:
-    flmr score --checkpoint LinWeizheDragon/PreFLMR_ViT-B \\
-        --query "Using the provided image, obtain documents that address the subsequent question: what is this?" \\
-        --image photo.jpg --document "The Eiffel Tower is in Paris." --document "Big Ben is in London."
+    flmr index --checkpoint ../shared/fidelity/fixtures/public/flmr_tiny --collection sample --output /tmp/idx
+    flmr info /tmp/idx
+    flmr search /tmp/idx "Which text editor can I use in a terminal?"
+    flmr search /tmp/idx "What is shown here?" --image photo.jpg --json
+    flmr serve /tmp/idx --port 8000
+    flmr score --checkpoint LinWeizheDragon/PreFLMR_ViT-B --query "what is this?" --image photo.jpg \\
+        --document "The Eiffel Tower is in Paris." --document "Big Ben is in London."
+
+Run `flmr COMMAND --help` for the options of each command.
 """
 
 import argparse
 import sys
 
-import torch
+from flmr.evaluation.cli import add_evaluate_command
+from flmr.index import SUPPORTED_NBITS
+from flmr.training.cli import add_train_command
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILURE = 0, 2, 1
+from .commands import run_index, run_info, run_search, run_serve
+from .exit_codes import EXIT_CODES_HELP, EXIT_FAILURE, EXIT_INTERRUPTED
+from .loading import device_name, positive_int
+from .score import run_score
 
-
-def _score(args: argparse.Namespace) -> int:
-    from PIL import Image
-
-    from flmr import FLMRModelForRetrieval
-    from flmr.model.image_processing import load_image_processor
-
-    model = FLMRModelForRetrieval.from_pretrained(args.checkpoint).eval()
-    pixel_values = None
-    if args.image:
-        if len(args.image) != len(args.query):
-            print(
-                f"error: {len(args.image)} --image for {len(args.query)} --query; give one image per query",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        processor = load_image_processor(model.config, args.image_processor)
-        images = [Image.open(path).convert("RGB") for path in args.image]
-        pixel_values = processor(images, return_tensors="pt")["pixel_values"]
-    with torch.inference_mode():
-        Q = model.query(
-            **model.query_tokenizer(args.query), pixel_values=pixel_values
-        ).late_interaction_output
-        encoded = model.doc(**model.context_tokenizer(args.document, padding="longest"))
-        D, mask = encoded.late_interaction_output, encoded.context_mask
-        scores = torch.stack([model.score(Q[i : i + 1], D, mask) for i in range(Q.shape[0])])
-    _print_score_table(args.query, args.document, scores)
-    return EXIT_OK
-
-
-def _print_score_table(queries: list[str], documents: list[str], scores: torch.Tensor) -> None:
-    print("MaxSim scores (rows: queries, columns: documents)")
-    for j, document in enumerate(documents):
-        print(f"  d{j}: {document[:100]}")
-    print("      " + "".join(f"{f'd{j}':>10}" for j in range(len(documents))))
-    for i, query in enumerate(queries):
-        row = "".join(f"{score:10.3f}" for score in scores[i].tolist())
-        best = int(scores[i].argmax())
-        print(f"  q{i}: {row}   best d{best}  <- {query[:60]}")
+_FORMATTER = argparse.RawDescriptionHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="flmr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="flmr", description=__doc__, epilog=EXIT_CODES_HELP, formatter_class=_FORMATTER
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    score = commands.add_parser(
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_index(commands)
+    _add_info(commands)
+    _add_search(commands)
+    _add_serve(commands)
+    _add_score(commands)
+    add_evaluate_command(commands)
+    add_train_command(commands)
+    return parser
+
+
+def _command(
+    commands: argparse._SubParsersAction, name: str, summary: str, examples: str
+) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=f"{summary}\n\nexamples:\n{examples}",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=_FORMATTER,
+    )
+
+
+def _add_index(commands: argparse._SubParsersAction) -> None:
+    index = _command(
+        commands,
+        "index",
+        "Encode a collection with a checkpoint and write a compressed (PLAID) index folder.",
+        "  flmr index --checkpoint LinWeizheDragon/PreFLMR_ViT-B --collection passages.jsonl --output my_index\n"
+        "  flmr index --checkpoint ./my_flmr --collection sample --output /tmp/idx --nbits 4 --overwrite\n"
+        "  flmr index --checkpoint ./my_flmr --dataset ./saved_dataset --split train --output idx --device cuda\n\n"
+        'A JSONL collection has one document per line: {"id": ..., "text": ..., "image_path": ...,\n'
+        '"metadata": {...}} (image_path and metadata optional). Relative image paths start from\n'
+        "--image-root, by default the collection's folder. The index records the checkpoint, so\n"
+        "`flmr search` and `flmr serve` find it again.",
+    )
+    source = index.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--collection",
+        metavar="FILE",
+        help="a JSONL collection file, or `sample` for the 200 passages shipped with flmr",
+    )
+    source.add_argument(
+        "--dataset",
+        metavar="NAME_OR_FOLDER",
+        help="a Hugging Face dataset: a folder saved with save_to_disk, or a dataset name (needs `datasets`)",
+    )
+    index.add_argument("--split", default="train", help="split of --dataset (default: %(default)s)")
+    index.add_argument("--checkpoint", required=True, help="checkpoint folder or hub name")
+    index.add_argument("--output", required=True, metavar="FOLDER", help="where to write the index")
+    index.add_argument(
+        "--nbits",
+        type=int,
+        choices=SUPPORTED_NBITS,
+        default=2,
+        help="bits per residual dimension (default: %(default)s)",
+    )
+    index.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        help="documents per forward pass (default: %(default)s)",
+    )
+    index.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=512,
+        help="token limit of a document (default: %(default)s)",
+    )
+    index.add_argument(
+        "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
+    )
+    index.add_argument("--image-root", metavar="FOLDER", help="folder relative image paths start from")
+    index.add_argument("--overwrite", action="store_true", help="replace an existing index at --output")
+    index.add_argument("--quiet", action="store_true", help="no progress bars")
+    index.set_defaults(handler=run_index)
+
+
+def _add_info(commands: argparse._SubParsersAction) -> None:
+    info = _command(
+        commands,
+        "info",
+        "Show what an index holds: checkpoint, settings, size on disk, document count.",
+        "  flmr info my_index\n  flmr info my_index --json",
+    )
+    info.add_argument("index", help="index folder")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.set_defaults(handler=run_info)
+
+
+def _add_search(commands: argparse._SubParsersAction) -> None:
+    search = _command(
+        commands,
+        "search",
+        "Answer a question from an index: print the ranked documents.",
+        '  flmr search my_index "Which text editor can I use in a terminal?"\n'
+        '  flmr search my_index "What is the name of this building?" --image photo.jpg -k 5 --json\n\n'
+        "The checkpoint defaults to the one the index was built with.",
+    )
+    search.add_argument("index", help="index folder")
+    search.add_argument("question", help="the question")
+    search.add_argument("--image", metavar="FILE", help="an image that goes with the question")
+    search.add_argument("-k", type=positive_int, default=10, help="how many documents (default: %(default)s)")
+    search.add_argument("--checkpoint", help="checkpoint to encode the question (default: the index's)")
+    search.add_argument(
+        "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
+    )
+    search.add_argument(
+        "--exact",
+        action="store_true",
+        help="score every document by full MaxSim (exact; slow on large indexes)",
+    )
+    search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    search.set_defaults(handler=run_search)
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    serve = _command(
+        commands,
+        "serve",
+        "Serve an index over HTTP: a JSON API (schema at /docs) and a search page at /.",
+        "  flmr serve my_index\n"
+        "  flmr serve my_index --host 0.0.0.0 --port 8080 --max-batch-size 64 --batch-wait-ms 3\n"
+        '  curl "http://127.0.0.1:8000/api/search?q=text+editor&k=3"\n\n'
+        "Queries that arrive together are encoded in one forward pass (up to --max-batch-size,\n"
+        "waiting at most --batch-wait-ms for company). Document images are served only from the\n"
+        "paths stored in the index; --image-root restricts them further to one folder.",
+    )
+    serve.add_argument("index", help="index folder")
+    serve.add_argument("--checkpoint", help="checkpoint to encode queries (default: the index's)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        default=32,
+        help="most queries encoded together in one forward pass (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a query waits for others (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-k",
+        type=positive_int,
+        default=100,
+        help="most results a query may ask for (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--image-root", metavar="FOLDER", help="serve document images only from inside this folder"
+    )
+    serve.add_argument(
+        "--exact",
+        action="store_true",
+        help="score every document by full MaxSim: exact, batched, fast on small indexes, slow on large ones",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="server log level",
+    )
+    serve.set_defaults(handler=run_serve)
+
+
+def _add_score(commands: argparse._SubParsersAction) -> None:
+    score = _command(
+        commands,
         "score",
-        help="encode queries and documents and print their MaxSim scores",
-        description="Encode queries (text, optionally one image each) and documents; print every MaxSim score.",
+        "Encode queries (text, optionally one image each) and documents; print every MaxSim score.",
+        '  flmr score --checkpoint LinWeizheDragon/PreFLMR_ViT-B --query "what is this?" --image photo.jpg \\\n'
+        '      --document "The Eiffel Tower is in Paris." --document "Big Ben is in London."',
     )
     score.add_argument("--checkpoint", required=True, help="checkpoint folder or hub name")
     score.add_argument("--query", action="append", required=True, help="a query text (repeat for several)")
@@ -71,15 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--image", action="append", help="an image file per query (repeat, in query order)")
     score.add_argument("--image-processor", help="image processor name or folder (default: the config's)")
-    score.set_defaults(handler=_score)
-    return parser
+    score.set_defaults(handler=run_score)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the ``flmr`` command; returns its exit code (see ``flmr --help``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse exits 2 on a usage error, 0 after --help
+        return int(stop.code or 0)
     try:
         return args.handler(args)
-    except (OSError, ValueError) as error:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OSError, ValueError, RuntimeError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURE
 

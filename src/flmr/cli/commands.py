@@ -1,0 +1,105 @@
+"""``flmr index``, ``flmr info``, ``flmr search`` and ``flmr serve``."""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from flmr.index import Index
+
+from .exit_codes import EXIT_OK
+from .loading import checkpoint_name, collection_source, index_checkpoint, load_retriever
+from .output import folder_size, hit_record, human_size, index_summary, print_hits_table, print_index_summary
+
+
+def run_index(args: argparse.Namespace) -> int:
+    """Encode a collection with a checkpoint and write a compressed index."""
+    collection, collection_folder = collection_source(args.collection, args.dataset, args.split)
+    image_root = Path(args.image_root).resolve() if args.image_root else collection_folder
+    checkpoint = checkpoint_name(args.checkpoint)
+    started = time.perf_counter()
+    retriever = load_retriever(checkpoint, args.device, args.batch_size)
+    index = retriever.index(
+        collection,
+        args.output,
+        nbits=args.nbits,
+        overwrite=args.overwrite,
+        image_root=image_root,
+        max_length=args.max_length,
+        show_progress=not args.quiet,
+    )
+    print(
+        f"indexed {index.num_documents} documents ({index.num_vectors} vectors) into {args.output} "
+        f"({human_size(folder_size(index.path))}) in {time.perf_counter() - started:.1f} s"
+    )
+    return EXIT_OK
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Describe an index: checkpoint, settings, size on disk, document count."""
+    summary = index_summary(Index.load(args.index))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_index_summary(summary)
+    return EXIT_OK
+
+
+def run_search(args: argparse.Namespace) -> int:
+    """Answer one question (optionally with an image) from an index."""
+    if args.image is not None and not Path(args.image).is_file():
+        raise FileNotFoundError(f"image file {args.image!r} does not exist")
+    index = Index.load(args.index)
+    checkpoint = index_checkpoint(index, args.checkpoint)
+    retriever = load_retriever(checkpoint, args.device)
+    images = [args.image] if args.image is not None else None
+    hits = retriever.search([args.question], index, k=args.k, images=images, exact=args.exact)[0]
+    if args.json:
+        record = {
+            "index": str(index.path),
+            "checkpoint": checkpoint,
+            "question": args.question,
+            "image": args.image,
+            "k": args.k,
+            "search": "exact" if args.exact else "plaid",
+            "results": [hit_record(hit) for hit in hits],
+        }
+        print(json.dumps(record, indent=2, ensure_ascii=False))
+    else:
+        print_hits_table(hits)
+    return EXIT_OK
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Start the HTTP search service (JSON API and search page) on one index."""
+    try:
+        import uvicorn
+
+        from flmr.serving import SearchEngine, ServiceSettings, create_app
+    except ImportError as error:
+        raise ImportError(
+            f"`flmr serve` needs the serving packages ({error.name} is missing): "
+            "pip install fastapi uvicorn python-multipart"
+        ) from None
+    index = Index.load(args.index)
+    retriever = load_retriever(index_checkpoint(index, args.checkpoint), args.device, args.max_batch_size)
+    settings = ServiceSettings(
+        max_k=args.max_k,
+        default_k=min(10, args.max_k),
+        batch_max_size=args.max_batch_size,
+        batch_wait_ms=args.batch_wait_ms,
+        image_root=Path(args.image_root).resolve() if args.image_root else None,
+        exact=args.exact,
+    )
+    # Fail here, before the port opens, if the index does not fit the checkpoint.
+    SearchEngine(retriever, index, settings).warm_up()
+    print(
+        f"serving {index.path} ({index.num_documents} documents) at http://{args.host}:{args.port}/ "
+        "(API schema at /docs); Ctrl-C stops",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        create_app(retriever, index, settings), host=args.host, port=args.port, log_level=args.log_level
+    )
+    return EXIT_OK

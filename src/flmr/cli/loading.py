@@ -1,0 +1,84 @@
+"""What the commands load: checkpoints, indexes and collections, named on the command line."""
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flmr.data import SAMPLE_COLLECTION, SAMPLE_COLLECTION_NAME
+from flmr.index import Index
+from flmr.retrieval import Retriever
+
+# Indexes built before checkpoints were recorded hold these instead of a name.
+_UNRECORDED = {"", "None"}
+
+
+def checkpoint_name(value: str) -> str:
+    """A local checkpoint folder as an absolute path (so an index records where it is), else a hub name."""
+    return str(Path(value).resolve()) if Path(value).exists() else value
+
+
+def device_name(value: str) -> str:
+    """argparse type of ``--device``: a torch device string such as ``cpu``, ``cuda`` or ``cuda:1``."""
+    try:
+        torch.device(value)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+    return value
+
+
+def positive_int(value: str) -> int:
+    """argparse type of counts that must be at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def load_retriever(checkpoint: str, device: str, batch_size: int = 32) -> Retriever:
+    """Load ``checkpoint`` for encoding on ``device``; the retriever records the checkpoint's name."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    retriever = Retriever.from_pretrained(checkpoint, device=device, batch_size=batch_size)
+    # Indexes store this fingerprint: with the name in it, `search` and `serve` find the checkpoint again.
+    retriever.fingerprint["checkpoint"] = checkpoint
+    return retriever
+
+
+def index_checkpoint(index: Index, override: str | None) -> str:
+    """The checkpoint to search ``index`` with: ``override`` or the one the index was built with."""
+    if override:
+        return checkpoint_name(override)
+    recorded = index.encoder.get("checkpoint")
+    if recorded is None or recorded in _UNRECORDED:
+        raise ValueError(f"the index at {index.path} does not record its checkpoint: pass --checkpoint")
+    return str(recorded)
+
+
+def collection_source(collection: str | None, dataset: str | None, split: str) -> tuple[Any, Path | None]:
+    """The collection named by ``--collection`` or ``--dataset``, and the folder its relative image paths start from."""
+    if dataset is not None:
+        return _load_dataset(dataset, split), Path(dataset).resolve() if Path(dataset).is_dir() else None
+    assert collection is not None
+    if collection == SAMPLE_COLLECTION_NAME and not os.path.isfile(collection):
+        return SAMPLE_COLLECTION, SAMPLE_COLLECTION.parent
+    path = Path(collection)
+    if not path.is_file():
+        raise FileNotFoundError(f"collection file {collection!r} does not exist")
+    return path, path.resolve().parent
+
+
+def _load_dataset(name: str, split: str) -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("--dataset needs the `datasets` package: pip install datasets") from None
+    if Path(name).is_dir():
+        loaded = datasets.load_from_disk(name)
+        return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    return datasets.load_dataset(name, split=split)

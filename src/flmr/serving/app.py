@@ -1,0 +1,259 @@
+"""The HTTP search service: JSON API, OpenAPI schema and the search page.
+
+Example:
+    >>> from flmr.index import Index
+    >>> from flmr.retrieval import Retriever
+    >>> index = Index.load("my_index")
+    >>> app = create_app(Retriever.from_pretrained(index.encoder["checkpoint"]), index)
+    >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
+
+Endpoints (all under ``/api`` except the page; ``/openapi.json`` and ``/docs`` describe them):
+    GET  /api/search?q=...&k=10           search by text
+    POST /api/search                      JSON {"query", "k", "image_base64"}
+    POST /api/search/upload               multipart form: query, k, image (a file)
+    POST /api/search/batch                JSON {"queries": [...]}, answered in order
+    GET  /api/documents/{pid}             a document by position; /api/documents/by-id/{id} by its id
+    GET  /api/documents/{pid}/image       the document's image (only from the index's stored path)
+    GET  /api/health, /api/ready          liveness, readiness (503 until the model is warmed up)
+    GET  /api/info                        index, limits and batching statistics
+"""
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from flmr.index import Index, StoredDocument
+from flmr.retrieval import Retriever
+from flmr.search import SearchHit
+
+from . import schemas
+from .batching import DynamicBatcher
+from .engine import DocumentNotFound, ImageOutsideRoot, SearchEngine, SearchQuery
+from .inputs import InputError, check_query, decode_base64_image, decode_image
+from .settings import ServiceSettings
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": schemas.Error, "description": description}
+    for status, description in {
+        400: "malformed input (bad base64, not an image)",
+        413: "too large (image bytes or pixels, request body)",
+        422: "invalid query (empty or too long text, k out of range, too many queries)",
+        503: "the service is not ready yet",
+    }.items()
+}
+
+
+def create_app(retriever: Retriever, index: Index, settings: ServiceSettings | None = None) -> FastAPI:
+    """The search service for ``index``, whose queries ``retriever`` encodes.
+
+    The model is warmed up (and checked against the index) when the app starts; requests that
+    arrive together are encoded in batches of up to ``settings.batch_max_size`` queries.
+    """
+    settings = settings or ServiceSettings()
+    service = _Service(SearchEngine(retriever, index, settings), settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.batcher.start()
+        if not service.engine.ready:
+            await run_in_threadpool(service.engine.warm_up)
+        yield
+        await service.batcher.stop()
+
+    app = FastAPI(
+        title="flmr search",
+        summary="Late-interaction (FLMR / PreFLMR) search over one index, by text or text + image.",
+        version="1",
+        lifespan=lifespan,
+        max_body_size=settings.max_request_bytes,
+    )
+    _add_error_handlers(app)
+    _add_search_routes(app, service)
+    _add_document_routes(app, service)
+    _add_status_routes(app, service)
+    _add_page_routes(app)
+    return app
+
+
+class _Service:
+    """What the routes share: the engine, the batcher in front of it and the limits."""
+
+    def __init__(self, engine: SearchEngine, settings: ServiceSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.batcher: DynamicBatcher[SearchQuery, list[SearchHit]] = DynamicBatcher(
+            engine.search_batch, max_batch_size=settings.batch_max_size, max_wait_ms=settings.batch_wait_ms
+        )
+
+    async def answer(self, queries: list[SearchQuery]) -> list[schemas.SearchResponse]:
+        if not self.engine.ready:
+            raise HTTPException(503, "the service is starting: the model is not warmed up yet")
+        started = time.perf_counter()
+        all_hits = await self.batcher.submit_many(queries)
+        took_ms = (time.perf_counter() - started) * 1000
+        return [
+            schemas.SearchResponse(
+                query=query.text,
+                k=query.k,
+                with_image=query.image is not None,
+                took_ms=round(took_ms, 2),
+                results=[_hit(hit) for hit in hits],
+            )
+            for query, hits in zip(queries, all_hits, strict=True)
+        ]
+
+    async def parse(self, text: str, k: int | None, image_base64: str | None) -> SearchQuery:
+        text, k = check_query(text, k, self.settings)
+        image = None
+        if image_base64 is not None:
+            image = await run_in_threadpool(decode_base64_image, image_base64, self.settings)
+        return SearchQuery(text, k, image)
+
+
+def _document(pid: int, stored: StoredDocument) -> schemas.Document:
+    return schemas.Document(
+        pid=pid,
+        id=stored.id,
+        text=stored.text,
+        image_url=f"/api/documents/{pid}/image" if stored.image_path else None,
+        metadata=stored.metadata,
+    )
+
+
+def _hit(hit: SearchHit) -> schemas.Hit:
+    document = _document(hit.pid, hit.document or StoredDocument())
+    return schemas.Hit(**document.model_dump(), rank=hit.rank, score=hit.score)
+
+
+def _add_search_routes(app: FastAPI, service: _Service) -> None:
+    @app.get("/api/search", tags=["search"], responses=ERROR_RESPONSES)
+    async def search_by_text(
+        q: Annotated[str, Query(description="the question", examples=[schemas.EXAMPLE_QUERY])],
+        k: Annotated[int | None, Query(description="how many results")] = None,
+    ) -> schemas.SearchResponse:
+        """Search by text."""
+        return (await service.answer([await service.parse(q, k, None)]))[0]
+
+    @app.post("/api/search", tags=["search"], responses=ERROR_RESPONSES)
+    async def search(request: schemas.SearchRequest) -> schemas.SearchResponse:
+        """Search by text, optionally with an image as base64."""
+        query = await service.parse(request.query, request.k, request.image_base64)
+        return (await service.answer([query]))[0]
+
+    @app.post("/api/search/upload", tags=["search"], responses=ERROR_RESPONSES)
+    async def search_with_upload(
+        query: Annotated[str, Form(description="the question")],
+        k: Annotated[int | None, Form(description="how many results")] = None,
+        image: Annotated[UploadFile | None, File(description="an image file")] = None,
+    ) -> schemas.SearchResponse:
+        """Search by text and an uploaded image (multipart form)."""
+        text, k = check_query(query, k, service.settings)
+        decoded = None
+        if image is not None and image.filename:
+            raw = await image.read(service.settings.max_image_bytes + 1)
+            decoded = await run_in_threadpool(decode_image, raw, service.settings)
+        return (await service.answer([SearchQuery(text, k, decoded)]))[0]
+
+    @app.post("/api/search/batch", tags=["search"], responses=ERROR_RESPONSES)
+    async def search_batch(request: schemas.BatchSearchRequest) -> schemas.BatchSearchResponse:
+        """Search several queries at once; the responses come in the order of the queries."""
+        count, limit = len(request.queries), service.settings.max_batch_queries
+        if not 1 <= count <= limit:
+            raise InputError(422, f"a batch holds 1 to {limit} queries, got {count}")
+        queries = [await service.parse(q.query, q.k, q.image_base64) for q in request.queries]
+        return schemas.BatchSearchResponse(responses=await service.answer(queries))
+
+
+def _add_document_routes(app: FastAPI, service: _Service) -> None:
+    not_found = {404: {"model": schemas.Error, "description": "no such document or image"}}
+
+    @app.get("/api/documents/by-id/{document_id:path}", tags=["documents"], responses=not_found)
+    def document_by_id(document_id: str) -> schemas.Document:
+        """A document by the id it has in its collection."""
+        pid = service.engine.pid_of(document_id)
+        return _document(pid, service.engine.document(pid))
+
+    @app.get("/api/documents/{pid}", tags=["documents"], responses=not_found)
+    def document_by_pid(pid: int) -> schemas.Document:
+        """A document by its position in the index."""
+        return _document(pid, service.engine.document(pid))
+
+    @app.get(
+        "/api/documents/{pid}/image",
+        tags=["documents"],
+        response_class=FileResponse,
+        responses={**not_found, 403: {"model": schemas.Error, "description": "outside the image folder"}},
+    )
+    def document_image(pid: int) -> FileResponse:
+        """The document's image, read only from the path the index stored for it."""
+        path, media_type = service.engine.image_file(pid)
+        return FileResponse(path, media_type=media_type)
+
+
+def _add_status_routes(app: FastAPI, service: _Service) -> None:
+    @app.get("/api/health", tags=["status"])
+    async def health() -> schemas.Health:
+        """Liveness: the process answers."""
+        return schemas.Health(status="ok")
+
+    @app.get("/api/ready", tags=["status"], responses={503: {"model": schemas.Readiness}})
+    async def ready() -> JSONResponse:
+        """Readiness: the model is warmed up and queries are being accepted."""
+        is_ready = service.engine.ready and service.batcher.running
+        body = schemas.Readiness(
+            ready=is_ready, detail="accepting queries" if is_ready else "warming up or shutting down"
+        )
+        return JSONResponse(body.model_dump(), status_code=200 if is_ready else 503)
+
+    @app.get("/api/info", tags=["status"])
+    async def info() -> schemas.ServiceInfo:
+        """The index searched, the input limits and batching statistics."""
+        index, settings, batcher = service.engine.index, service.settings, service.batcher
+        return schemas.ServiceInfo(
+            index=index.path.name,
+            checkpoint=index.encoder.get("checkpoint"),
+            num_documents=index.num_documents,
+            dim=index.dim,
+            nbits=index.nbits,
+            search="exact" if settings.exact else "plaid",
+            limits=schemas.Limits(**{name: getattr(settings, name) for name in schemas.Limits.model_fields}),
+            batching=schemas.BatchingStats(
+                max_batch_size=batcher.max_batch_size,
+                max_wait_ms=batcher.max_wait_seconds * 1000,
+                batches=batcher.num_batches,
+                queries=batcher.num_requests,
+                recent_batch_sizes=list(batcher.batch_sizes),
+            ),
+        )
+
+
+def _add_page_routes(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def handler(status: int) -> Callable[[Request, Exception], Awaitable[Response]]:
+        async def respond(request: Request, error: Exception) -> Response:
+            return JSONResponse({"detail": str(error)}, status_code=status)
+
+        return respond
+
+    async def input_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, InputError)
+        return JSONResponse({"detail": error.message}, status_code=error.status)
+
+    app.add_exception_handler(InputError, input_error)
+    app.add_exception_handler(DocumentNotFound, handler(404))
+    app.add_exception_handler(ImageOutsideRoot, handler(403))

@@ -1,0 +1,108 @@
+"""Checking what clients send: query texts, k, and images (raw bytes or base64) within the limits."""
+
+import base64
+import binascii
+import io
+import re
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from .settings import ServiceSettings
+
+ACCEPTED_IMAGE_FORMATS = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+}
+_ACCEPTED_FORMATS_TEXT = "JPEG, PNG, GIF, WEBP or BMP"
+_DATA_URL_PREFIX = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
+
+
+class InputError(ValueError):
+    """A request the service refuses; ``status`` is the HTTP status code that says why.
+
+    Example:
+        >>> InputError(413, "image too large").status
+        413
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def check_query(text: str, k: int | None, settings: ServiceSettings) -> tuple[str, int]:
+    """The stripped query text and k (the default when None), or ``InputError`` (422) naming the limit.
+
+    Example:
+        >>> check_query("  capital of France? ", None, ServiceSettings())
+        ('capital of France?', 10)
+    """
+    text = text.strip()
+    if not text:
+        raise InputError(422, "the query text is empty")
+    if len(text) > settings.max_query_chars:
+        raise InputError(
+            422, f"the query text has {len(text)} characters; at most {settings.max_query_chars} are accepted"
+        )
+    k = settings.default_k if k is None else k
+    if not 1 <= k <= settings.max_k:
+        raise InputError(422, f"k must be between 1 and {settings.max_k}, got {k}")
+    return text, k
+
+
+def decode_base64_image(data: str, settings: ServiceSettings) -> Image.Image:
+    """Decode a base64 image (optionally a ``data:image/...;base64,`` URL) within the limits.
+
+    Example:
+        >>> decode_base64_image("bm90IGFuIGltYWdl", ServiceSettings())
+        Traceback (most recent call last):
+        ...
+        flmr.serving.inputs.InputError: the image is not a readable JPEG, PNG, GIF, WEBP or BMP file
+    """
+    data = _DATA_URL_PREFIX.sub("", data.strip(), count=1)
+    # base64 takes 4 characters per 3 bytes: refuse oversized payloads before decoding them
+    if len(data) > 4 * (settings.max_image_bytes // 3 + 1):
+        raise InputError(413, f"the image is larger than {settings.max_image_bytes} bytes")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise InputError(400, f"image_base64 is not valid base64 ({error})") from error
+    return decode_image(raw, settings)
+
+
+def decode_image(raw: bytes, settings: ServiceSettings) -> Image.Image:
+    """Decode image bytes to RGB, refusing oversized, unknown or corrupt images with ``InputError``."""
+    if len(raw) > settings.max_image_bytes:
+        raise InputError(
+            413, f"the image has {len(raw)} bytes; at most {settings.max_image_bytes} are accepted"
+        )
+    if not raw:
+        raise InputError(400, "the image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Only the accepted formats' parsers run; the header alone gives the size before decoding.
+            image = Image.open(io.BytesIO(raw), formats=list(ACCEPTED_IMAGE_FORMATS))
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ):
+        raise InputError(400, f"the image is not a readable {_ACCEPTED_FORMATS_TEXT} file") from None
+    width, height = image.size
+    if width * height > settings.max_image_pixels:
+        raise InputError(
+            413,
+            f"the image has {width}x{height} pixels; at most {settings.max_image_pixels} pixels are accepted",
+        )
+    try:
+        return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(400, f"the image data is truncated or corrupt ({error})") from error
