@@ -1,0 +1,65 @@
+"""M2KR evaluation: Recall@K and Pseudo Recall@K of a checkpoint on M2KR-style tasks.
+
+Example:
+    >>> from flmr.evaluation import EvaluationSettings, evaluate_m2kr
+    >>> results = evaluate_m2kr(
+    ...     "LinWeizheDragon/PreFLMR_ViT-B", "m2kr_local", ["EVQA"], "runs/ViT-B",
+    ...     settings=EvaluationSettings(ks=[1, 5, 10]), image_root="/data/EVQA/images",
+    ... )  # doctest: +SKIP
+"""
+
+from .m2kr_data import (
+    M2KR_HUB_NAME,
+    M2KR_TASKS,
+    PSEUDO_RECALL_TASKS,
+    M2KRDataError,
+    M2KRSplit,
+    load_m2kr_config,
+    load_m2kr_split,
+)
+from .metrics import (
+    first_answer_rank,
+    first_relevant_rank,
+    mean_metrics,
+    pseudo_recall_at_ks,
+    recall_at_ks,
+)
+from .queries import query_image, query_text
+from .report import HEADLINE_METRICS, collect_results, markdown_report, write_report
+from .runner import (
+    DEFAULT_KS,
+    EvaluationSettings,
+    EvaluationStateError,
+    TaskResult,
+    evaluate_m2kr,
+    evaluate_task,
+    original_plaid_settings,
+)
+
+__all__ = [
+    "DEFAULT_KS",
+    "HEADLINE_METRICS",
+    "M2KR_HUB_NAME",
+    "M2KR_TASKS",
+    "PSEUDO_RECALL_TASKS",
+    "EvaluationSettings",
+    "EvaluationStateError",
+    "M2KRDataError",
+    "M2KRSplit",
+    "TaskResult",
+    "collect_results",
+    "evaluate_m2kr",
+    "evaluate_task",
+    "first_answer_rank",
+    "first_relevant_rank",
+    "load_m2kr_config",
+    "load_m2kr_split",
+    "markdown_report",
+    "mean_metrics",
+    "original_plaid_settings",
+    "pseudo_recall_at_ks",
+    "query_image",
+    "query_text",
+    "recall_at_ks",
+    "write_report",
+]
