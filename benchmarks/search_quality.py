@@ -10,7 +10,7 @@ mode; the same recall against exact MaxSim over the decompressed vectors (what t
 separated from what compression loses); success@10 (the query's own package in the top 10) as a ratio
 of the baseline's; and latency as a ratio of the baseline's (batched exact, one-at-a-time PLAID).
 
-Run: python benchmarks/search_quality.py [--documents 25000] [--queries 300] [--nbits 2 4]
+Run: python benchmarks/search_quality.py [--documents 25000] [--queries 200] [--nbits 2 4]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main() -> None:
     )
     parser.add_argument("--documents", type=int, default=25_000)
     parser.add_argument("--encoded-queries", type=int, default=400, help="queries encoded and cached")
-    parser.add_argument("--queries", type=int, default=300, help="how many of the encoded queries to run")
+    parser.add_argument("--queries", type=int, default=200, help="how many of the encoded queries to run")
     parser.add_argument("--nbits", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
@@ -106,11 +106,13 @@ def main() -> None:
             )
             for name, queries in query_sets.items():
                 reference = references[name]
-                decompressed = top_pids(ExactSearcher(index).search(queries, args.k), args.k)
-                print(
-                    f"  [{name}] exact MaxSim over decompressed vectors: recall@{args.k} "
-                    f"{recall(decompressed, reference):.3f} (the compression ceiling)"
-                )
+                decompressed = None
+                if name == "text":  # the ceiling is a property of the vectors, the cheaper query set shows it
+                    decompressed = top_pids(ExactSearcher(index).search(queries, args.k), args.k)
+                    print(
+                        f"  [{name}] exact MaxSim over decompressed vectors: recall@{args.k} "
+                        f"{recall(decompressed, reference):.3f} (the compression ceiling)"
+                    )
                 for option in ("all", "text_first_32"):
                     for normalize in (True, False):
                         searcher = PlaidSearcher(
@@ -121,8 +123,13 @@ def main() -> None:
                         seconds = (time.time() - started) / len(queries)
                         print(
                             f"  [{name}] PLAID {option:<13} normalize={normalize!s:<5}: "
-                            f"recall@{args.k} {recall(found, reference):.3f} "
-                            f"(vs exact-decompressed {recall(found, decompressed):.3f}), "
+                            f"recall@{args.k} {recall(found, reference):.3f}"
+                            + (
+                                f" (vs exact-decompressed {recall(found, decompressed):.3f})"
+                                if decompressed
+                                else ""
+                            )
+                            + ", "
                             f"success@{args.k} ratio {success(found, relevant) / exact_success[name]:.3f}, "
                             f"latency ratio {seconds / exact_seconds[name]:.3f} ({seconds * 1000:.0f} ms/query)"
                         )

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from conftest import clustered_documents
 from flmr.index import Index
 
 
@@ -19,8 +18,8 @@ def inverted_lists_are_exact(index: Index) -> bool:
     return torch.equal(stored + torch.from_numpy(index.ivf_pids.astype("int64")), expected)
 
 
-def test_add_continues_pid_numbering_and_updates_inverted_lists(index) -> None:
-    new_documents = clustered_documents(325)[300:]  # same topics as the indexed documents
+def test_add_continues_pid_numbering_and_updates_inverted_lists(index, make_documents) -> None:
+    new_documents = make_documents(325)[300:]  # same topics as the indexed documents
     new_pids = index.add(new_documents, documents=[{"id": f"new-{i}"} for i in range(25)])
     assert new_pids == range(300, 325)
     assert index.num_documents == 325
@@ -32,9 +31,9 @@ def test_add_continues_pid_numbering_and_updates_inverted_lists(index) -> None:
     assert (vectors * new_documents[20]).sum(1).mean() > 0.9  # compressed with the existing codec
 
 
-def test_add_accepts_flat_embeddings_and_keeps_the_codec(index) -> None:
+def test_add_accepts_flat_embeddings_and_keeps_the_codec(index, make_documents) -> None:
     centroids_before = index.codec.centroids.clone()
-    new_documents = clustered_documents(5, seed=8)
+    new_documents = make_documents(5, seed=8)
     index.add(torch.cat(new_documents), torch.tensor([len(d) for d in new_documents]))
     assert torch.equal(index.codec.centroids, centroids_before)
     assert index.num_documents == 305 and len(index.manifest["segments"]) == 2
@@ -46,16 +45,16 @@ def test_add_rejects_wrong_dim(index) -> None:
     assert Index.load(index.path).num_documents == 300
 
 
-def test_interrupted_add_leaves_the_index_unchanged(index) -> None:
+def test_interrupted_add_leaves_the_index_unchanged(index, make_documents) -> None:
     def crashing():
-        yield clustered_documents(5, seed=9)
+        yield make_documents(5, seed=9)
         raise KeyboardInterrupt("simulated crash")
 
     with pytest.raises(KeyboardInterrupt):
         index.add(crashing())
     reloaded = Index.load(index.path)
     assert reloaded.num_documents == 300 and reloaded.generation == 0
-    index.add(clustered_documents(3, seed=10))  # cleans the leftover segment and works
+    index.add(make_documents(3, seed=10))  # cleans the leftover segment and works
     assert len(list((index.path / "segments").iterdir())) == 2
 
 

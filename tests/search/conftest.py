@@ -22,6 +22,12 @@ def clustered_documents(
     return documents
 
 
+@pytest.fixture(scope="session")
+def make_documents():
+    """The ``clustered_documents`` generator, for tests that need other collections."""
+    return clustered_documents
+
+
 @pytest.fixture(scope="module")
 def documents() -> list[torch.Tensor]:
     return clustered_documents(300)

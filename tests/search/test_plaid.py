@@ -1,15 +1,14 @@
 import pytest
 import torch
 
-from conftest import clustered_documents
 from flmr.index import Index, IndexWriter
 from flmr.search import ExactSearcher, PlaidSearcher
 
 
 @pytest.fixture(scope="module")
-def easy_index(tmp_path_factory) -> tuple[Index, list[torch.Tensor]]:
+def easy_index(tmp_path_factory, make_documents) -> tuple[Index, list[torch.Tensor]]:
     """Well separated topics, 4-bit residuals: PLAID should find exactly the exact top-k."""
-    documents = clustered_documents(400, num_topics=64, noise=0.1, seed=3)
+    documents = make_documents(400, num_topics=64, noise=0.1, seed=3)
     writer = IndexWriter(nbits=4, num_partitions=64, kmeans_iterations=10)
     index = writer.write(
         tmp_path_factory.mktemp("plaid") / "index", documents, documents=[{"id": str(i)} for i in range(400)]

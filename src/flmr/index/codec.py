@@ -120,15 +120,26 @@ class ResidualCodec:
         return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
 
     def _compress_batch(self, vectors: torch.Tensor, centroid_ids: torch.Tensor) -> torch.Tensor:
-        residuals = vectors.float() - self.centroids[centroid_ids.long()]
-        # searchsorted works row by row: one row of cutoffs per dimension
-        codes = torch.searchsorted(self.bucket_cutoffs, residuals.T.contiguous(), right=True).T
+        residuals = vectors.float() - self.centroids.index_select(0, centroid_ids.long())
+        codes = self._bucketize(residuals)
         padding = self.bytes_per_vector * self.codes_per_byte - self.dim
-        codes = torch.nn.functional.pad(codes, (0, padding)).view(
-            -1, self.bytes_per_vector, self.codes_per_byte
-        )
-        shifts = self._shifts(codes.device)
-        return (codes << shifts).sum(dim=-1).to(torch.uint8)
+        codes = torch.nn.functional.pad(codes, (0, padding))
+        codes = codes.view(-1, self.bytes_per_vector, self.codes_per_byte)
+        packed = codes[..., 0]
+        for position in range(1, self.codes_per_byte):  # the first code of a byte ends in its highest bits
+            packed = (packed << self.nbits) | codes[..., position]
+        return packed
+
+    def _bucketize(self, residuals: torch.Tensor) -> torch.Tensor:
+        """Bucket index (uint8) of every residual value, with the cutoffs of its dimension."""
+        # up to 15 cutoffs, comparing against each is several times faster than searchsorted
+        if self.nbits <= 4:
+            codes = torch.zeros(residuals.shape, dtype=torch.uint8, device=residuals.device)
+            for cutoff in self.bucket_cutoffs.T:
+                codes += residuals >= cutoff
+            return codes
+        # searchsorted works row by row: one row of cutoffs per dimension
+        return torch.searchsorted(self.bucket_cutoffs, residuals.T.contiguous(), right=True).T.to(torch.uint8)
 
     def _shifts(self, device: torch.device) -> torch.Tensor:
         # the first code of a byte sits in its highest bits

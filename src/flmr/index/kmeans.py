@@ -115,12 +115,13 @@ class CentroidAssigner:
     def assign(self, vectors: torch.Tensor) -> torch.Tensor:
         """Centroid id (int64) of each row of ``vectors`` (n, dim)."""
         vectors = vectors.float()
-        batches = [
-            vectors[start : start + _ASSIGN_BATCH] for start in range(0, vectors.shape[0], _ASSIGN_BATCH)
-        ]
+        exact = self.group_centroids is None
+        # the exact path scores every centroid, the coarse path only one group's: batch sizes bound memory
+        batch_size = _ASSIGN_BATCH if exact else 4 * _ASSIGN_BATCH
+        batches = [vectors[start : start + batch_size] for start in range(0, vectors.shape[0], batch_size)]
         if not batches:
             return torch.empty(0, dtype=torch.long, device=vectors.device)
-        assign_batch = self._assign_exact if self.group_centroids is None else self._assign_coarse_to_fine
+        assign_batch = self._assign_exact if exact else self._assign_coarse_to_fine
         return torch.cat([assign_batch(batch) for batch in batches])
 
     def _assign_exact(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -138,23 +139,21 @@ class CentroidAssigner:
             _GROUPS_PER_CENTROID
         )
         order = member_groups.argsort(stable=True)
-        self.group_members = members[order]
-        counts = torch.bincount(member_groups, minlength=num_groups)
-        self.group_offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).tolist()
+        counts = torch.bincount(member_groups, minlength=num_groups).tolist()
+        self.group_members = list(members[order].split(counts))
+        for group, group_members in enumerate(self.group_members):
+            if group_members.numel() == 0:  # a group no centroid is close to: fall back to all centroids
+                self.group_members[group] = torch.arange(num_centroids, device=self.centroids.device)
+        # each group's member centroids, gathered once instead of for every batch
+        self.group_member_centroids = [self.centroids[group_members] for group_members in self.group_members]
 
     def _assign_coarse_to_fine(self, vectors: torch.Tensor) -> torch.Tensor:
         best_group = (vectors @ self.group_centroids.T).argmax(dim=1)
         assignment = torch.empty(vectors.shape[0], dtype=torch.long, device=vectors.device)
         order = best_group.argsort()
         group_sizes = torch.bincount(best_group, minlength=self.group_centroids.shape[0]).tolist()
-        start = 0
-        for group, size in enumerate(group_sizes):
-            if size == 0:
-                continue
-            rows = order[start : start + size]
-            start += size
-            members = self.group_members[self.group_offsets[group] : self.group_offsets[group + 1]]
-            if members.numel() == 0:  # a group no centroid is close to: fall back to all centroids
-                members = torch.arange(self.centroids.shape[0], device=vectors.device)
-            assignment[rows] = members[(vectors[rows] @ self.centroids[members].T).argmax(dim=1)]
+        for group, rows in enumerate(order.split(group_sizes)):
+            if rows.numel():
+                scores = vectors.index_select(0, rows) @ self.group_member_centroids[group].T
+                assignment[rows] = self.group_members[group][scores.argmax(dim=1)]
         return assignment

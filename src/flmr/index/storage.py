@@ -164,9 +164,6 @@ class DocumentStoreReader:
         if not self._path.is_file():
             raise IndexFormatError(f"index file missing: {self._path}")
 
-    def __len__(self) -> int:
-        return self._offsets.shape[0] - 1
-
     def get(self, row: int) -> StoredDocument:
         start, end = int(self._offsets[row]), int(self._offsets[row + 1])
         with open(self._path, "rb") as file:
