@@ -1,0 +1,53 @@
+"""Fixtures shared by the index and search tests: clustered unit-vector documents and a small writer."""
+
+import pytest
+import torch
+
+from flmr.index import IndexWriter
+
+DIM = 16
+
+
+def clustered_documents(
+    num_documents: int, dim: int = DIM, num_topics: int = 40, noise: float = 0.2, seed: int = 0
+) -> list[torch.Tensor]:
+    """Documents of 5..24 unit vectors, each a noisy copy of one of the document's 3 topics."""
+    generator = torch.Generator().manual_seed(seed)
+    topics = torch.nn.functional.normalize(torch.randn(num_topics, dim, generator=generator), dim=-1)
+    documents = []
+    for _ in range(num_documents):
+        length = int(torch.randint(5, 25, (), generator=generator))
+        own_topics = topics[torch.randint(0, num_topics, (3,), generator=generator)]
+        directions = own_topics[torch.randint(0, 3, (length,), generator=generator)]
+        vectors = directions + noise * torch.randn(length, dim, generator=generator) / dim**0.5
+        documents.append(torch.nn.functional.normalize(vectors, dim=-1))
+    return documents
+
+
+@pytest.fixture(scope="session")
+def make_documents():
+    """The ``clustered_documents`` generator, for tests that need other collections."""
+    return clustered_documents
+
+
+@pytest.fixture(scope="module")
+def documents() -> list[torch.Tensor]:
+    return clustered_documents(300)
+
+
+@pytest.fixture
+def writer() -> IndexWriter:
+    return IndexWriter(nbits=2, num_partitions=32, kmeans_iterations=8)
+
+
+@pytest.fixture
+def stored_fields() -> list[dict]:
+    return [
+        {
+            "id": f"doc-{pid}",
+            "text": f"text of {pid}",
+            "image_path": f"images/{pid}.jpg",
+            "metadata": {"n": pid},
+        }
+        for pid in range(300)
+    ]
