@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from flmr.encoding import QueryEncoder, model_fingerprint
 from flmr.index import Index
 from flmr.model import FLMRModelForRetrieval
-from flmr.model.image_processing import load_image_processor
+from flmr.model.image_processing import resolve_image_processor
 from flmr.retrieval import Retriever
 from flmr.search import ExactSearcher, PlaidSearcher
 
@@ -160,7 +160,7 @@ def evaluate_m2kr(
         model_name = model_name or Path(str(model)).name
         model = FLMRModelForRetrieval.from_pretrained(model)
     model_name = model_name or Path(str(getattr(model.config, "_name_or_path", "") or "model")).name
-    processor = _image_processor(model, image_processor)
+    processor = resolve_image_processor(model.config, image_processor)
     results = []
     for task in [tasks] if isinstance(tasks, str) else list(tasks):
         data = load_m2kr_split(dataset, task, settings.split, settings.revision)
@@ -369,12 +369,6 @@ def _passage_positions(index: Index, data: M2KRSplit) -> list[int]:
 # -----------------------------------------------------------------------------------------------
 # querying
 # -----------------------------------------------------------------------------------------------
-def _image_processor(model: FLMRModelForRetrieval, image_processor: Any) -> Any:
-    if not model.config.use_vision_encoder:
-        return None
-    if image_processor is None or isinstance(image_processor, str):
-        return load_image_processor(model.config, image_processor)
-    return image_processor
 
 
 def _search_parts(

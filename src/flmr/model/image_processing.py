@@ -1,5 +1,7 @@
 """The image processor that matches a checkpoint's vision encoder."""
 
+from typing import Any
+
 from transformers import AutoImageProcessor
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
@@ -32,3 +34,17 @@ def load_image_processor(config: FLMRConfig, name_or_path: str | None = None) ->
             f"image processor {name!r} is not available here; using CLIP preprocessing at {size}x{size}"
         )
         return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+def resolve_image_processor(config: FLMRConfig, image_processor: Any = None) -> BaseImageProcessor | None:
+    """The processor to use for ``config``: None without a vision encoder, a given processor object as
+    it is, else the one named by ``image_processor`` (a name or folder) or by the config.
+
+    Example:
+        >>> resolve_image_processor(model.config, "openai/clip-vit-base-patch32")
+    """
+    if not config.use_vision_encoder:
+        return None
+    if image_processor is None or isinstance(image_processor, str):
+        return load_image_processor(config, image_processor)
+    return image_processor

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from flmr.model import FLMRModelForRetrieval
-from flmr.model.image_processing import load_image_processor
+from flmr.model.image_processing import resolve_image_processor
 
 from .batches import ContrastiveCollator
 from .config import FinetuneConfig
@@ -68,7 +68,7 @@ def finetune(
     model.train()
     if config.freeze_vision_encoder:
         freeze_vision_encoders(model)
-    processor = _image_processor(model, image_processor)
+    processor = resolve_image_processor(model.config, image_processor)
     instruction_mode = _instruction_mode(config.instruction_mode, model)
     collator = ContrastiveCollator(
         model,
@@ -106,14 +106,6 @@ def finetune(
         examples_per_second=throughput.examples_per_second,
         metrics={name: float(value) for name, value in trainer.logged_metrics.items()},
     )
-
-
-def _image_processor(model: FLMRModelForRetrieval, image_processor: Any) -> Any:
-    if not model.config.use_vision_encoder:
-        return None
-    if image_processor is None or isinstance(image_processor, str):
-        return load_image_processor(model.config, image_processor)
-    return image_processor
 
 
 def _instruction_mode(mode: str, model: FLMRModelForRetrieval) -> str:
