@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from flmr.index import DocumentChunk, Index, IndexExistsError, IndexFormatError, IndexWriter, StoredDocument
+from flmr.index import (
+    DocumentChunk,
+    Index,
+    IndexExistsError,
+    IndexFormatError,
+    IndexWriter,
+    StoredDocument,
+    train_codec,
+)
 
 
 def brute_force_inverted_lists(index: Index) -> dict[int, list[int]]:
@@ -226,3 +234,23 @@ def test_a_long_unsized_stream_asks_for_its_size(tmp_path, monkeypatch, writer, 
     )
     assert index.num_documents == 300
     assert isinstance(Path(index.path), Path)
+
+
+def test_writers_sharing_a_trained_codec_compress_alike(tmp_path, documents) -> None:
+    sample = torch.cat(documents[::3])
+    codec = train_codec(sample, nbits=2, num_partitions=32, seed=0)
+    whole = IndexWriter(nbits=2, codec=codec).write(tmp_path / "whole", documents)
+    first = IndexWriter(nbits=2, codec=codec).write(tmp_path / "first", documents[:120])
+    second = IndexWriter(nbits=2, codec=codec).write(tmp_path / "second", documents[120:])
+    assert whole.num_partitions == first.num_partitions == 32
+    assert whole.settings["kmeans_sample_size"] == 0
+    assert torch.equal(Index.load(tmp_path / "whole").codec.centroids, codec.centroids)
+    expected, _ = whole.decompress(torch.arange(300))
+    shard_vectors = [first.decompress(torch.arange(120))[0], second.decompress(torch.arange(180))[0]]
+    assert torch.equal(torch.cat(shard_vectors), expected)
+
+
+def test_writer_rejects_a_codec_of_other_nbits(documents) -> None:
+    codec = train_codec(torch.cat(documents[:50]), nbits=4, num_partitions=16)
+    with pytest.raises(ValueError, match="nbits=4"):
+        IndexWriter(nbits=2, codec=codec)

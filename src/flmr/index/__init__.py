@@ -6,7 +6,7 @@ Example:
     >>> Index.load("my_index").document(0).text  # doctest: +SKIP
 """
 
-from flmr.index.builder import IndexWriter
+from flmr.index.builder import IndexWriter, train_codec
 from flmr.index.codec import SUPPORTED_NBITS, ResidualCodec
 from flmr.index.errors import IndexExistsError, IndexFormatError
 from flmr.index.index import Index
@@ -27,4 +27,5 @@ __all__ = [
     "default_num_partitions",
     "iter_chunks",
     "train_centroids",
+    "train_codec",
 ]

@@ -41,6 +41,42 @@ MAX_HELDOUT_VECTORS = 50_000
 MAX_UNSIZED_BUFFER_VECTORS = 1 << 21
 
 
+def train_codec(
+    vectors: torch.Tensor,
+    nbits: int = 2,
+    num_partitions: int | None = None,
+    kmeans_iterations: int = 20,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> ResidualCodec:
+    """Train centroids and the residual quantiser on a sample of token vectors (n, dim).
+
+    A tenth of the sample (at most 50,000 vectors) is held out from k-means to fit the quantiser on
+    residuals the centroids have not seen. ``num_partitions`` defaults to ColBERT's rule applied to
+    the sample size (pass it explicitly for a sample of a larger collection), capped by the sample.
+
+    Example:
+        >>> sample = torch.nn.functional.normalize(torch.randn(4000, 16), dim=-1)
+        >>> codec = train_codec(sample, nbits=2, num_partitions=64)
+        >>> codec.num_partitions, codec.bytes_per_vector
+        (64, 4)
+    """
+    check_nbits(nbits)
+    device = torch.device(device)
+    vectors = vectors.float()
+    heldout_size = max(1, min(MAX_HELDOUT_VECTORS, vectors.shape[0] // 10))
+    heldout, training = vectors[:heldout_size], vectors[heldout_size:]
+    if training.shape[0] == 0:
+        training = heldout  # a collection of one vector
+    requested = num_partitions or default_num_partitions(vectors.shape[0])
+    centroids = train_centroids(training, min(requested, training.shape[0]), kmeans_iterations, seed).to(
+        device
+    )
+    assigner = CentroidAssigner(centroids, seed=seed)
+    heldout = heldout.to(device)
+    return ResidualCodec.fit(centroids, heldout - centroids[assigner.assign(heldout)], nbits)
+
+
 @dataclass
 class _Sample:
     vectors: torch.Tensor
@@ -61,6 +97,8 @@ class IndexWriter:
         seed: seed of every random choice (sampling, k-means), so builds are reproducible.
         docs_per_chunk: documents compressed at a time (bounds memory for in-memory inputs).
         device: where assignment and compression run ("cpu", "cuda").
+        codec: centroids and residual quantiser trained beforehand (see ``train_codec``), e.g. one codec
+            shared by the shards of a collection; the writer then only compresses.
 
     Example:
         >>> docs = [torch.nn.functional.normalize(torch.randn(30, 16), dim=-1) for _ in range(100)]
@@ -76,9 +114,12 @@ class IndexWriter:
     seed: int = 0
     docs_per_chunk: int = DEFAULT_DOCS_PER_CHUNK
     device: str | torch.device = "cpu"
+    codec: ResidualCodec | None = None
 
     def __post_init__(self) -> None:
         check_nbits(self.nbits)
+        if self.codec is not None and self.codec.nbits != self.nbits:
+            raise ValueError(f"the given codec has nbits={self.codec.nbits}, the writer nbits={self.nbits}")
 
     def write(
         self,
@@ -124,35 +165,29 @@ class IndexWriter:
         started = time.time()
         device = torch.device(self.device)
         chunks = iter_chunks(embeddings, doclens, documents, self.docs_per_chunk)
-        sample = self._sample(embeddings, chunks, expected_num_vectors)
-        heldout_size = max(1, min(MAX_HELDOUT_VECTORS, sample.vectors.shape[0] // 10))
-        heldout, training = sample.vectors[:heldout_size], sample.vectors[heldout_size:]
-        if training.shape[0] == 0:
-            training = heldout  # a collection of one vector
-        requested = self.num_partitions or default_num_partitions(sample.total_vectors)
-        num_partitions = min(requested, training.shape[0])
-        centroids = train_centroids(training, num_partitions, self.kmeans_iterations, self.seed).to(device)
-        assigner = CentroidAssigner(centroids, seed=self.seed)
-        heldout = heldout.to(device)
-        codec = ResidualCodec.fit(centroids, heldout - centroids[assigner.assign(heldout)], self.nbits)
+        if self.codec is None:
+            sample = self._sample(embeddings, chunks, expected_num_vectors)
+            requested = self.num_partitions or default_num_partitions(sample.total_vectors)
+            codec = train_codec(
+                sample.vectors, self.nbits, requested, self.kmeans_iterations, self.seed, device
+            )
+            chunks, sample_size = sample.chunks, int(sample.vectors.shape[0])
+        else:
+            codec, requested, sample_size = self.codec.to(device), self.codec.num_partitions, 0
+        assigner = CentroidAssigner(codec.centroids, seed=self.seed)
         total_chunks = self._count_chunks(embeddings, doclens)
         written = write_segment(
-            folder / "segments" / "000000", sample.chunks, codec, assigner, 0, device, total_chunks
+            folder / "segments" / "000000", chunks, codec, assigner, 0, device, total_chunks
         )
         if written.num_vectors == 0:
             raise ValueError("empty collection: no document has any vector")
-        ivf_offsets, ivf_pids = ivf_from_keys(written.ivf_keys, num_partitions)
+        ivf_offsets, ivf_pids = ivf_from_keys(written.ivf_keys, codec.num_partitions)
         files = {
-            "centroids": "centroids.npy",
-            "bucket_cutoffs": "bucket_cutoffs.npy",
-            "bucket_weights": "bucket_weights.npy",
+            **codec.save(folder),
             "ivf_offsets": "ivf_offsets.0.npy",
             "ivf_pids": "ivf_pids.0.npy",
             "deleted": "deleted.0.npy",
         }
-        save_array(folder / files["centroids"], codec.centroids.cpu().numpy())
-        save_array(folder / files["bucket_cutoffs"], codec.bucket_cutoffs.cpu().numpy())
-        save_array(folder / files["bucket_weights"], codec.bucket_weights.cpu().numpy())
         save_array(folder / files["ivf_offsets"], ivf_offsets)
         save_array(folder / files["ivf_pids"], ivf_pids)
         save_array(folder / files["deleted"], np.empty(0, dtype=np.int64))
@@ -163,9 +198,9 @@ class IndexWriter:
             "settings": {
                 "nbits": self.nbits,
                 "dim": codec.dim,
-                "num_partitions": num_partitions,
+                "num_partitions": codec.num_partitions,
                 "requested_num_partitions": requested,
-                "kmeans_sample_size": int(sample.vectors.shape[0]),
+                "kmeans_sample_size": sample_size,
                 "kmeans_iterations": self.kmeans_iterations,
                 "seed": self.seed,
                 "bytes_per_vector": codec.bytes_per_vector,

@@ -9,11 +9,16 @@ because projected token embeddings are far from isotropic.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
+
+from flmr.index.storage import load_array, save_array
 
 SUPPORTED_NBITS = (1, 2, 4, 8)
 _COMPRESS_BATCH = 1 << 16
+_ARRAYS = ("centroids", "bucket_cutoffs", "bucket_weights")
 
 
 def check_nbits(nbits: int) -> None:
@@ -86,6 +91,19 @@ class ResidualCodec:
     def bytes_per_vector(self) -> int:
         """Packed residual bytes per vector (the centroid id is stored separately)."""
         return -(-self.dim // self.codes_per_byte)
+
+    def save(self, folder: Path) -> dict[str, str]:
+        """Write the codec's arrays into ``folder``; returns the manifest's file entries for them."""
+        files = {name: f"{name}.npy" for name in _ARRAYS}
+        for name, file_name in files.items():
+            save_array(folder / file_name, getattr(self, name).cpu().numpy())
+        return files
+
+    @classmethod
+    def load(cls, folder: Path, files: dict[str, str], nbits: int) -> ResidualCodec:
+        """Read a codec written by ``save`` (``files``: the manifest's file entries)."""
+        arrays = {name: torch.from_numpy(np.array(load_array(folder / files[name]))) for name in _ARRAYS}
+        return cls(**arrays, nbits=nbits)
 
     def to(self, device: torch.device | str) -> ResidualCodec:
         """A copy of this codec whose tensors live on ``device``."""

@@ -248,12 +248,7 @@ class Index:
         manifest = read_manifest(self.path)
         files = manifest["files"]
         self.manifest = manifest
-        self.codec = ResidualCodec(
-            torch.from_numpy(np.array(load_array(self.path / files["centroids"]))),
-            torch.from_numpy(np.array(load_array(self.path / files["bucket_cutoffs"]))),
-            torch.from_numpy(np.array(load_array(self.path / files["bucket_weights"]))),
-            int(manifest["settings"]["nbits"]),
-        )
+        self.codec = ResidualCodec.load(self.path, files, int(manifest["settings"]["nbits"]))
         self._segments: list[Segment] = []
         first_pid = first_vector = 0
         for entry in manifest["segments"]:
