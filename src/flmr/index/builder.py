@@ -99,6 +99,10 @@ class IndexWriter:
         device: where assignment and compression run ("cpu", "cuda").
         codec: centroids and residual quantiser trained beforehand (see ``train_codec``), e.g. one codec
             shared by the shards of a collection; the writer then only compresses.
+        store_vectors: also keep every vector in float16 (``2 * dim`` bytes per vector on disk, read
+            by memory map, only for the few documents re-ranked), so search re-ranks by exact MaxSim:
+            its scores equal exact search's and recall is lost only in candidate generation. ``False``
+            keeps only the codes and re-ranks on decompressed vectors (ColBERTv2/PLAID's trade-off).
 
     Example:
         >>> docs = [torch.nn.functional.normalize(torch.randn(30, 16), dim=-1) for _ in range(100)]
@@ -115,6 +119,7 @@ class IndexWriter:
     docs_per_chunk: int = DEFAULT_DOCS_PER_CHUNK
     device: str | torch.device = "cpu"
     codec: ResidualCodec | None = None
+    store_vectors: bool = True
 
     def __post_init__(self) -> None:
         check_nbits(self.nbits)
@@ -177,7 +182,14 @@ class IndexWriter:
         assigner = CentroidAssigner(codec.centroids, seed=self.seed)
         total_chunks = self._count_chunks(embeddings, doclens)
         written = write_segment(
-            folder / "segments" / "000000", chunks, codec, assigner, 0, device, total_chunks
+            folder / "segments" / "000000",
+            chunks,
+            codec,
+            assigner,
+            0,
+            device,
+            total_chunks,
+            self.store_vectors,
         )
         if written.num_vectors == 0:
             raise ValueError("empty collection: no document has any vector")
@@ -204,6 +216,7 @@ class IndexWriter:
                 "kmeans_iterations": self.kmeans_iterations,
                 "seed": self.seed,
                 "bytes_per_vector": codec.bytes_per_vector,
+                "stores_vectors": self.store_vectors,
             },
             "counts": {
                 "num_documents": written.num_documents,

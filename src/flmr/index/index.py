@@ -101,6 +101,11 @@ class Index:
         return int(self.doc_offsets[-1])
 
     @property
+    def stores_vectors(self) -> bool:
+        """Whether the index keeps every vector in float16 besides its code (exact re-ranking)."""
+        return bool(self.settings.get("stores_vectors", False))
+
+    @property
     def deleted_pids(self) -> torch.Tensor:
         return self.deleted.nonzero().flatten()
 
@@ -138,6 +143,25 @@ class Index:
     def gather_codes(self, positions: torch.Tensor) -> torch.Tensor:
         """Residual codes (n, bytes_per_vector) uint8 of the vectors at global ``positions``."""
         return torch.from_numpy(self._gather("codes", positions))
+
+    def gather_vectors(self, positions: torch.Tensor) -> torch.Tensor:
+        """Stored float16 vectors (n, dim) at global ``positions``; needs an index that stores vectors."""
+        if not self.stores_vectors:
+            raise ValueError(f"the index at {self.path} keeps only compressed vectors (stores_vectors=False)")
+        return torch.from_numpy(self._gather("vectors", positions))
+
+    def document_vectors(
+        self, pids: torch.Tensor, normalize: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The vectors search scores ``pids`` by, end to end, and the index into ``pids`` of each.
+
+        These are the stored vectors (float32 from float16, as encoded) when the index keeps them, so
+        scores equal exact MaxSim; otherwise the decompressed vectors (``normalize`` as in ``decompress``).
+        """
+        if not self.stores_vectors:
+            return self.decompress(pids, normalize)
+        positions, owners = self.vector_positions(pids)
+        return self.gather_vectors(positions).float(), owners
 
     def decompress(self, pids: torch.Tensor, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstructed vectors of ``pids`` laid end to end, and the index into ``pids`` of each vector."""
@@ -179,6 +203,7 @@ class Index:
             CentroidAssigner(self.codec.centroids.to(device), seed=self.settings["seed"]),
             first_pid=self.num_documents,
             device=device,
+            store_vectors=self.stores_vectors,
         )
         if written.num_documents == 0:
             shutil.rmtree(self.path / folder_name)

@@ -1,12 +1,14 @@
 """Segments (runs of consecutive documents written together) and the inverted lists over all of them.
 
 A segment folder holds ``codes.npy`` (n_vectors, bytes_per_vector) uint8, ``centroid_ids.npy``
-(n_vectors,) int32, ``doclens.npy`` (n_docs,) int32 and the document store. A build writes one
+(n_vectors,) int32, ``doclens.npy`` (n_docs,) int32, the document store and, when the index keeps them,
+``vectors.npy`` (n_vectors, dim) float16, the vectors as encoded, for exact re-ranking. A build writes one
 segment; each ``Index.add`` appends another, so updates never rewrite the bulk of the index.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +42,12 @@ def write_segment(
     first_pid: int,
     device: torch.device,
     total_chunks: int | None = None,
+    store_vectors: bool = False,
 ) -> WrittenSegment:
-    """Compress ``chunks`` with ``codec`` into a new segment folder; pids start at ``first_pid``."""
+    """Compress ``chunks`` with ``codec`` into a new segment folder; pids start at ``first_pid``.
+
+    ``store_vectors`` also keeps every vector as float16, for exact re-ranking.
+    """
     folder.mkdir(parents=True)
     pid = first_pid
     keys = []
@@ -50,12 +56,20 @@ def write_segment(
         GrowingArrayFile(folder / "codes.npy", np.uint8, (codec.bytes_per_vector,)) as codes_file,
         GrowingArrayFile(folder / "centroid_ids.npy", np.int32, ()) as centroid_ids_file,
         GrowingArrayFile(folder / "doclens.npy", np.int32, ()) as doclens_file,
+        contextlib.ExitStack() as optional_files,
     ):
+        vectors_file = (
+            optional_files.enter_context(GrowingArrayFile(folder / "vectors.npy", np.float16, (codec.dim,)))
+            if store_vectors
+            else None
+        )
         for raw_chunk in tqdm(chunks, desc="compressing", unit="chunk", total=total_chunks, leave=False):
             chunk = validate_chunk(raw_chunk, codec.dim, pid)
             vectors = chunk.embeddings.to(device)
             centroid_ids = assigner.assign(vectors)
             codes_file.append(codec.compress(vectors, centroid_ids).cpu().numpy())
+            if vectors_file is not None:
+                vectors_file.append(chunk.embeddings.detach().cpu().to(torch.float16).numpy())
             centroid_ids_file.append(centroid_ids.cpu().numpy())
             doclens_file.append(chunk.doclens.numpy())
             store.append(pid, chunk.documents, chunk.num_documents)
@@ -94,6 +108,7 @@ class Segment:
     centroid_ids: np.ndarray
     doclens: np.ndarray
     store: DocumentStoreReader
+    vectors: np.ndarray | None  # float16 (n_vectors, dim) when the index keeps full-precision vectors
 
     @classmethod
     def load(cls, folder: Path, first_pid: int, first_vector: int, mmap: bool) -> Segment:
@@ -104,6 +119,7 @@ class Segment:
             load_array(folder / "centroid_ids.npy", mmap),
             np.asarray(load_array(folder / "doclens.npy", mmap=False), dtype=np.int64),
             DocumentStoreReader(folder),
+            load_array(folder / "vectors.npy", mmap) if (folder / "vectors.npy").exists() else None,
         )
 
     @property

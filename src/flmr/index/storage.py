@@ -23,18 +23,24 @@ from flmr.index.errors import IndexExistsError, IndexFormatError
 FORMAT_NAME = "flmr-plaid-index"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-DOCUMENT_FIELDS = ("id", "text", "image_path", "metadata")
+DOCUMENT_FIELDS = ("id", "text", "image_path", "metadata", "vector_layout")
 _NPY_HEADER_BYTES = 256  # room for any shape; a multiple of 64 keeps the data aligned
 
 
 @dataclass(frozen=True)
 class StoredDocument:
-    """Fields stored for one document; absent fields are ``None``."""
+    """Fields stored for one document; absent fields are ``None``.
+
+    ``vector_layout`` (written by the encoder) lists the blocks of the document's vectors in order, e.g.
+    ``[{"kind": "image", "vectors": 32, "source": "a.jpg"}, {"kind": "text", "vectors": 40, "max_length": 512}]``,
+    so explanations can map a vector back to an image or a token.
+    """
 
     id: str | None = None
     text: str | None = None
     image_path: str | None = None
     metadata: dict[str, Any] | None = None
+    vector_layout: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
