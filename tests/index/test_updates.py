@@ -73,3 +73,13 @@ def test_delete_rejects_unknown_pids(index) -> None:
     with pytest.raises(IndexError, match=r"cannot delete pids \[300\]"):
         index.delete([1, 300])
     assert Index.load(index.path).deleted_pids.numel() == 0
+
+
+def test_updates_leave_foreign_folders_and_remove_stale_files(index, make_documents) -> None:
+    (index.path / "cache").mkdir()
+    (index.path / "cache" / "bm25.bin").write_bytes(b"kept")
+    (index.path / "ivf_pids.99.npy").write_bytes(b"stale")  # as left by an interrupted update
+    index.add(make_documents(2, seed=11))
+    index.delete([0])
+    assert (index.path / "cache" / "bm25.bin").read_bytes() == b"kept"
+    assert not (index.path / "ivf_pids.99.npy").exists()

@@ -313,7 +313,10 @@ class Index:
         return int(np.searchsorted(self._segment_first_pids, pid, side="right")) - 1
 
     def _remove_unreferenced_files(self) -> None:
-        """Delete leftovers of interrupted or superseded writes (never anything the manifest names)."""
+        """Delete leftovers of interrupted or superseded writes (never anything the manifest names).
+
+        Folders other than ``segments`` are left alone: caches such as a BM25 index may live there.
+        """
         referenced = {MANIFEST_NAME, *self.manifest["files"].values()}
         referenced_segments = {Path(s["folder"]).name for s in self.manifest["segments"]}
         for path in self.path.iterdir():
@@ -321,5 +324,5 @@ class Index:
                 for segment in path.iterdir():
                     if segment.name not in referenced_segments:
                         shutil.rmtree(segment)
-            elif path.name not in referenced:
+            elif path.is_file() and path.name not in referenced:
                 path.unlink()
