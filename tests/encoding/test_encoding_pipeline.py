@@ -70,6 +70,35 @@ def test_dynamic_padding_gives_the_same_vectors_in_collection_order(make_model):
         assert torch.allclose(got.float(), want, atol=2e-3)
 
 
+@pytest.mark.parametrize("max_batch_tokens", [None, 40])
+def test_token_budget_batches_give_the_same_vectors(make_model, max_batch_tokens):
+    model = make_model(tiny_config())
+    texts = DOCUMENTS + ["short.", "a much longer document " * 10]
+    encoder = DocumentEncoder(model, batch_size=4, max_batch_tokens=max_batch_tokens, show_progress=False)
+    vectors = encoder.encode(read_collection(texts))
+    for got, want in zip(vectors, reference_vectors(model, texts), strict=True):
+        assert torch.allclose(got.float(), want, atol=2e-3)
+
+
+def test_batches_close_at_the_document_or_token_limit(make_model):
+    model = make_model(tiny_config())
+    texts = [f"document {'word ' * n}" for n in (1, 30, 2, 12, 3, 25, 4, 5, 6)]
+    documents = read_collection(texts)
+    encoder = DocumentEncoder(model, batch_size=3, max_batch_tokens=64, show_progress=False)
+    counts = encoder._token_counts(documents)
+    batches = encoder._plan_batches(documents)
+    assert sorted(p for batch in batches for p in batch) == list(range(len(texts)))
+    flat = [p for batch in batches for p in batch]
+    assert [counts[p] for p in flat] == sorted(counts, reverse=True)  # longest first
+    for batch in batches:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * counts[batch[0]] <= 64
+    # "document" + n words + [CLS] [D] [SEP]: 34, 29, 16, 10, 9, 8, 7, 6, 5 tokens; 2 x 34 > 64 closes the
+    # first batch, 3 x 29 > 64 the second, then the 3-document cap
+    assert [counts[p] for p in flat] == [34, 29, 16, 10, 9, 8, 7, 6, 5]
+    assert [len(batch) for batch in batches] == [1, 2, 3, 3]
+
+
 def test_documents_with_image_paths_and_features(tmp_path, make_model):
     model = make_model(tiny_config())
     names = write_images(tmp_path, len(DOCUMENTS))
