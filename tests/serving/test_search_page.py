@@ -202,3 +202,53 @@ def test_a_linked_question_runs_on_load(page):
         "document.querySelectorAll('#results .result').length > 0 && document.readyState === 'complete'"
     )
     assert devtools.evaluate("document.getElementById('query').value") == "which web server"
+
+
+def test_results_highlight_the_tokens_that_add_to_the_score(page):
+    devtools, _ = page
+    question = "which text editor runs in a terminal"
+    search_from_the_form(devtools, question, None, 5)
+    devtools.wait_for("document.querySelectorAll('#results .result mark.match').length > 0")
+    results = devtools.evaluate(
+        """[...document.querySelectorAll('#results .result')].map(item => ({
+            text: item.querySelector('.text').textContent,
+            score: parseFloat(item.querySelector('.score').textContent.replace('score ', '')),
+            summary: item.querySelector('.explanation-summary').textContent,
+            marks: [...item.querySelectorAll('.text mark.match')].map(mark => ({
+                contribution: parseFloat(mark.dataset.contribution),
+                query: mark.dataset.query,
+                title: mark.title,
+                background: getComputedStyle(mark).backgroundColor,
+            })),
+        }))"""
+    )
+    api = json.load(
+        urllib.request.urlopen(f"{devtools.evaluate('window.location.origin')}/api/search?q=x&k=1")
+    )
+    assert (
+        api["results"][0]["explanation"] is None
+    )  # the page asks for explanations, the API default does not
+    assert len(results) == 5
+    alphas = []
+    for result in results:
+        assert result["marks"], "every result has highlighted tokens"
+        # highlighted tokens plus the summary (images, special tokens; 2 decimals each) give the score
+        summary = sum(float(part.rsplit(" ", 1)[1]) for part in result["summary"].split(" · ") if part)
+        assert abs(sum(m["contribution"] for m in result["marks"]) + summary - result["score"]) < 0.02
+        for mark in result["marks"]:
+            assert mark["contribution"] > 0 and mark["title"].startswith(
+                f"matched by {mark['query']} · adds "
+            )
+            red, green, blue, alpha = (float(v) for v in mark["background"][5:-1].split(","))
+            assert (red, green, blue) == (36, 87, 197) and 0.1 <= alpha <= 0.9 + 1e-6
+            alphas.append(alpha)
+    assert max(alphas) == pytest.approx(0.9, abs=1e-3) and min(alphas) < 0.9  # shaded by contribution
+
+    devtools.evaluate("document.getElementById('explain').click()")  # off: plain text, no highlights
+    search_from_the_form(devtools, question, None, 5)
+    devtools.wait_for("document.querySelectorAll('#results .result').length === 5")
+    assert devtools.evaluate("document.querySelectorAll('#results mark').length") == 0
+    assert [r["text"] for r in results] == devtools.evaluate(
+        "[...document.querySelectorAll('#results .text')].map(text => text.textContent)"
+    )
+    devtools.evaluate("document.getElementById('explain').click()")

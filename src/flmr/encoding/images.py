@@ -24,7 +24,24 @@ def open_image(path: str | os.PathLike, owner: str) -> Image.Image:
         ) from error
 
 
-def load_pixel_values(documents: Sequence[Document], image_processor: Any) -> torch.Tensor:
-    """(batch, 3, H, W) pixel values of documents that all have an image path."""
-    images = [open_image(d.image_path, f"document {d.id!r}") for d in documents]
+def load_pixel_values(documents: Sequence[Document], image_processor: Any) -> torch.Tensor | None:
+    """(num_images, 3, H, W) pixel values of every image file of ``documents``, document by document.
+
+    Documents encoded from pre-extracted ``image_features`` contribute no rows (their paths only name
+    the images); None when no document has an image file to encode.
+
+    Example:
+        >>> docs = [Document("a", "", image_paths=["1.png", "2.png"]), Document("b", "text"),
+        ...         Document("c", "", image_path="3.png")]
+        >>> load_pixel_values(docs, processor).shape  # doctest: +SKIP
+        torch.Size([3, 3, 224, 224])
+    """
+    images = [
+        open_image(path, f"document {d.id!r}")
+        for d in documents
+        if d.modality == "image_path"
+        for path in d.image_paths
+    ]
+    if not images:
+        return None
     return image_processor(images, return_tensors="pt")["pixel_values"]

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from flmr.index.index import Index
 from flmr.index.storage import StoredDocument
 
+if TYPE_CHECKING:
+    from flmr.search.explain import Explanation
+
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One retrieved document: its pid, MaxSim score, 1-based rank and, when asked, its stored fields."""
+    """One retrieved document: its pid, MaxSim score, 1-based rank and, when asked, its stored fields
+    and an [`Explanation`] of its score."""
 
     pid: int
     score: float
     rank: int
     document: StoredDocument | None = None
+    explanation: Explanation | None = None
 
 
 def make_hits(

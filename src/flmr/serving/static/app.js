@@ -1,4 +1,5 @@
-// The search page: asks /api/search (text) or /api/search/upload (text + image) and lists the results.
+// The search page: asks /api/search (text) or /api/search/upload (text + image) and lists the results,
+// with each result's text highlighted by what its tokens added to the score when "explain" is on.
 "use strict";
 
 const form = document.getElementById("search-form");
@@ -7,6 +8,9 @@ const imageInput = document.getElementById("image");
 const imagePreview = document.getElementById("image-preview");
 const clearImageButton = document.getElementById("clear-image");
 const kInput = document.getElementById("k");
+const explainInput = document.getElementById("explain");
+const filterInput = document.getElementById("filter");
+const hybridInput = document.getElementById("hybrid-weight");
 const searchButton = document.getElementById("search-button");
 const statusLine = document.getElementById("status");
 const errorBox = document.getElementById("error");
@@ -39,16 +43,62 @@ async function fetchJson(url, options) {
   return body;
 }
 
-function searchRequest(query, k, image) {
+// The metadata filter (JSON text, checked by the service) and the BM25 share, when given.
+function searchOptions() {
+  const options = {};
+  if (filterInput.value.trim()) options.filter = filterInput.value.trim();
+  if (hybridInput.value !== "") options.hybrid_weight = hybridInput.value;
+  return options;
+}
+
+function searchRequest(query, k, image, explain, options = {}) {
   if (image) {
     const data = new FormData();
     data.append("query", query);
     data.append("k", String(k));
     data.append("image", image);
+    data.append("explain", String(explain));
+    for (const [name, value] of Object.entries(options)) data.append(name, value);
     return fetchJson("/api/search/upload", { method: "POST", body: data });
   }
-  const params = new URLSearchParams({ q: query, k: String(k) });
+  const params = new URLSearchParams({ q: query, k: String(k), explain: String(explain), ...options });
   return fetchJson(`/api/search?${params}`);
+}
+
+// The text with one <mark> per matched token; its background alpha is the token's contribution
+// relative to the largest of the page, and its tooltip names the query token that matched it best.
+function highlightedText(text, explanation, largest) {
+  const nodes = [];
+  let cursor = 0;
+  const tokens = explanation.document_tokens
+    .filter((token) => token.start !== null && token.contribution > 0)
+    .sort((a, b) => a.start - b.start);
+  for (const token of tokens) {
+    if (token.start < cursor) continue;
+    nodes.push(document.createTextNode(text.slice(cursor, token.start)));
+    const mark = document.createElement("mark");
+    mark.className = "match";
+    mark.textContent = text.slice(token.start, token.end);
+    mark.style.setProperty("--alpha", (0.1 + 0.8 * token.contribution / largest).toFixed(3));
+    mark.title = `matched by ${token.best_query} · adds ${token.contribution.toFixed(3)}`;
+    mark.dataset.contribution = token.contribution;
+    mark.dataset.query = token.best_query;
+    nodes.push(mark);
+    cursor = token.end;
+  }
+  nodes.push(document.createTextNode(text.slice(cursor)));
+  return nodes;
+}
+
+// What the images and the special tokens ([CLS], [D], [SEP]) add, which the text cannot show.
+function contributionSummary(explanation) {
+  const parts = new Map();
+  for (const token of explanation.document_tokens) {
+    if (token.contribution <= 0 || token.start !== null) continue;
+    const name = token.kind === "image" ? token.label : token.kind === "text" ? "special tokens" : "other vectors";
+    parts.set(name, (parts.get(name) ?? 0) + token.contribution);
+  }
+  return [...parts].map(([name, value]) => `${name} ${value.toFixed(2)}`).join(" · ");
 }
 
 function checkImage(image) {
@@ -58,6 +108,10 @@ function checkImage(image) {
 }
 
 function showResults(response) {
+  const largest = Math.max(
+    1e-6,
+    ...response.results.flatMap((hit) => hit.explanation?.document_tokens.map((t) => t.contribution) ?? []),
+  );
   resultList.replaceChildren(
     ...response.results.map((hit) => {
       const item = resultTemplate.content.firstElementChild.cloneNode(true);
@@ -65,7 +119,15 @@ function showResults(response) {
       item.querySelector(".rank").textContent = hit.rank;
       item.querySelector(".doc-id").textContent = hit.id ?? `pid ${hit.pid}`;
       item.querySelector(".score").textContent = `score ${hit.score.toFixed(3)}`;
-      item.querySelector(".text").textContent = hit.text ?? "";
+      const text = item.querySelector(".text");
+      if (hit.explanation) {
+        text.replaceChildren(...highlightedText(hit.text ?? "", hit.explanation, largest));
+        const summary = item.querySelector(".explanation-summary");
+        summary.textContent = contributionSummary(hit.explanation);
+        summary.hidden = !summary.textContent;
+      } else {
+        text.textContent = hit.text ?? "";
+      }
       if (hit.image_url) {
         const thumbnail = item.querySelector(".thumbnail");
         thumbnail.src = hit.image_url;
@@ -90,7 +152,8 @@ async function search(event) {
   statusLine.textContent = "searching…";
   try {
     checkImage(image);
-    showResults(await searchRequest(query, Number(kInput.value) || 10, image));
+    const k = Number(kInput.value) || 10;
+    showResults(await searchRequest(query, k, image, explainInput.checked, searchOptions()));
   } catch (error) {
     resultList.replaceChildren();
     statusLine.textContent = "";
