@@ -24,24 +24,52 @@ def pids_of(hits) -> list[list[int]]:
     return [[hit.pid for hit in query_hits] for query_hits in hits]
 
 
-def test_plaid_top_k_equals_exact_top_k_on_easy_collection(easy_index) -> None:
+def test_plaid_finds_the_exact_top_k_on_easy_collection(easy_index) -> None:
     index, documents = easy_index
     queries = queries_from(documents, range(0, 400, 20), length=5)
     plaid = PlaidSearcher(index, ndocs=128).search(queries, k=5)
-    exact = ExactSearcher(index).search(queries, k=5)  # same decompressed vectors
-    assert pids_of(plaid) == pids_of(exact)
+    exact = ExactSearcher(index).search(queries, k=20)  # the same stored vectors, every document
+    found = sum(len({h.pid for h in p} & {h.pid for h in e[:5]}) for p, e in zip(plaid, exact, strict=True))
+    assert found / (5 * len(queries)) >= 0.95
     for plaid_hits, exact_hits in zip(plaid, exact, strict=True):
-        torch.testing.assert_close(
-            [h.score for h in plaid_hits], [h.score for h in exact_hits], rtol=1e-5, atol=1e-5
-        )
+        exact_scores = {h.pid: h.score for h in exact_hits}
+        assert plaid_hits[0].pid == exact_hits[0].pid
+        for hit in plaid_hits:  # a found document scores exactly as in exact search
+            assert hit.score == pytest.approx(exact_scores[hit.pid], abs=1e-5)
 
 
-def test_scores_are_maxsim_over_decompressed_vectors(easy_index) -> None:
+def test_scores_are_exact_maxsim_over_the_stored_vectors(easy_index) -> None:
     index, documents = easy_index
+    assert index.stores_vectors
+    query = documents[11][:4]
+    hits = PlaidSearcher(index).search(query, k=3)[0]
+    assert hits[0].pid == 11
+    for hit in hits:
+        float16_vectors = documents[hit.pid].half().float()
+        assert hit.score == pytest.approx(float((query @ float16_vectors.T).amax(dim=1).sum()), abs=1e-5)
+
+
+def test_compressed_only_index_scores_by_decompressed_vectors(tmp_path, make_documents) -> None:
+    documents = make_documents(200, num_topics=32, noise=0.1, seed=5)
+    index = IndexWriter(nbits=2, num_partitions=32, store_vectors=False).write(tmp_path / "index", documents)
+    assert not index.stores_vectors
+    assert not (tmp_path / "index" / "segments" / "000000" / "vectors.npy").exists()
     query = documents[11][:4]
     for hit in PlaidSearcher(index).search(query, k=3)[0]:
         vectors, _ = index.decompress(torch.tensor([hit.pid]))
         assert hit.score == pytest.approx(float((query @ vectors.T).amax(dim=1).sum()), abs=1e-5)
+    with pytest.raises(ValueError, match="only compressed vectors"):
+        index.gather_vectors(torch.arange(3))
+
+
+def test_added_documents_keep_their_vectors_too(tmp_path, make_documents) -> None:
+    documents = make_documents(120, num_topics=16, noise=0.1, seed=6)
+    index = IndexWriter(nbits=2, num_partitions=16).write(tmp_path / "index", documents[:100])
+    index.add(documents[100:])
+    vectors, owners = index.document_vectors(torch.tensor([5, 110]))
+    expected = torch.cat([documents[5], documents[110]]).half().float()
+    assert torch.equal(vectors, expected)
+    assert owners.tolist() == [0] * len(documents[5]) + [1] * len(documents[110])
 
 
 def test_top_n_does_not_depend_on_k(easy_index) -> None:

@@ -126,6 +126,20 @@ def test_search_with_an_uploaded_image_matches_base64(client):
     assert text_only["with_image"] is False
 
 
+def test_image_only_queries_over_json_and_upload(client):
+    image = png_bytes()
+    encoded = base64.b64encode(image).decode()
+    by_json = client.post("/api/search", json={"query": "", "k": 3, "image_base64": encoded})
+    check_ranking(by_json.json(), 3)
+    by_upload = client.post("/api/search/upload", data={"k": "3"}, files={"image": ("a.png", image)})
+    assert by_upload.status_code == 200, by_upload.text
+    assert [h["pid"] for h in by_upload.json()["results"]] == [h["pid"] for h in by_json.json()["results"]]
+    with_text = client.post("/api/search", json={"query": "what is this?", "k": 3, "image_base64": encoded})
+    assert [h["score"] for h in with_text.json()["results"]] != [
+        h["score"] for h in by_json.json()["results"]
+    ]
+
+
 def test_batch_search_answers_in_order_like_single_searches(client):
     image = base64.b64encode(png_bytes()).decode()
     queries = [
@@ -188,7 +202,7 @@ def test_path_traversal_attempts_read_nothing(client, path):
 @pytest.mark.parametrize(
     ("request_body", "status", "message"),
     [
-        ({"query": "   ", "k": 3}, 422, "empty"),
+        ({"query": "   ", "k": 3}, 422, "neither text nor an image"),
         ({"query": "x" * 201}, 422, "at most 200"),
         ({"query": "x", "k": 0}, 422, "between 1 and 20"),
         ({"query": "x", "k": 21}, 422, "between 1 and 20"),

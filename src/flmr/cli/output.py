@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from flmr.index import Index
-from flmr.search import SearchHit
+from flmr.search import HybridHit, SearchHit
 
 
 def human_size(num_bytes: int) -> str:
@@ -31,7 +31,12 @@ def folder_size(path: Path) -> int:
 
 def hit_record(hit: SearchHit) -> dict[str, Any]:
     document = hit.document.to_dict() if hit.document is not None else {}
-    return {"rank": hit.rank, "pid": hit.pid, "score": hit.score, **document}
+    fused_from = (
+        {"late_interaction_score": hit.late_interaction_score, "bm25_score": hit.bm25_score}
+        if isinstance(hit, HybridHit)
+        else {}
+    )
+    return {"rank": hit.rank, "pid": hit.pid, "score": hit.score, **fused_from, **document}
 
 
 def print_hits_table(hits: list[SearchHit]) -> None:

@@ -2,7 +2,8 @@
 
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,14 @@ from flmr.encoding import (
     read_collection,
     same_encoder,
 )
+from flmr.encoding.layout import document_tokens
 from flmr.encoding.queries import ImageInput
 from flmr.index import DocumentChunk, Index, IndexExistsError, IndexWriter
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import load_image_processor
-from flmr.search import ExactSearcher, PlaidSearcher, SearchHit
+from flmr.search import ExactSearcher, Explanation, PlaidSearcher, SearchHit, explain_document
+from flmr.search.filters import MetadataFilter
+from flmr.search.hybrid import Fusion, HybridSearcher
 
 ENCODING_CHUNK_SIZE = 10_000
 
@@ -29,12 +33,14 @@ class EncoderMismatchError(ValueError):
     """An index was built with another checkpoint than the one that encodes the queries."""
 
 
-def stored_fields(document: Document) -> dict[str, Any]:
+def stored_fields(document: Document, layout: list[dict] | None = None) -> dict[str, Any]:
+    """What the index stores for ``document``; ``layout`` is its ``vector_layout`` (see [`vector_layout`])."""
     return {
         "id": document.id,
         "text": document.text,
         "image_path": document.image_path,
         "metadata": document.metadata,
+        "vector_layout": layout,
     }
 
 
@@ -116,17 +122,22 @@ class Retriever:
         """Encode and append documents to an existing index; returns their pids."""
         index = self._open(index)
         documents = read_collection(collection, image_root)
-        vectors = self._document_encoder(512, show_progress=False).encode(documents)
-        return index.add(vectors, documents=[stored_fields(d) for d in documents], device=self.device)
+        encoder = self._document_encoder(512, show_progress=False)
+        vectors = encoder.encode(documents)
+        fields = [
+            stored_fields(d, encoder.layout(d, v.shape[0])) for d, v in zip(documents, vectors, strict=True)
+        ]
+        return index.add(vectors, documents=fields, device=self.device)
 
     def _encoded_chunks(
         self, documents: list[Document], chunk_dir: Path, max_length: int, show_progress: bool
     ) -> Iterator[DocumentChunk]:
         encoder = self._document_encoder(max_length, show_progress)
         for chunk in encoder.encode_to_chunks(documents, chunk_dir, ENCODING_CHUNK_SIZE):
+            chunk_documents = documents[chunk.first_document : chunk.first_document + len(chunk.doclens)]
             fields = [
-                stored_fields(d)
-                for d in documents[chunk.first_document : chunk.first_document + len(chunk.doclens)]
+                stored_fields(d, encoder.layout(d, int(n)))
+                for d, n in zip(chunk_documents, chunk.doclens, strict=True)
             ]
             yield DocumentChunk(chunk.embeddings, chunk.doclens, fields)
 
@@ -144,16 +155,15 @@ class Retriever:
     # -------------------------------------------------------------------------------------------
     def encode_queries(
         self,
-        queries: str | Sequence[str],
+        queries: str | Sequence[str | None] | None,
         images: Sequence[ImageInput] | ImageInput = None,
         image_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(num_queries, length, dim) query vectors; ``images`` holds one path, PIL image or None per query."""
-        texts = [queries] if isinstance(queries, str) else list(queries)
-        if images is not None and (
-            isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence)
-        ):
-            images = [images]
+        """(num_queries, length, dim) query vectors; ``images`` holds one path, PIL image or None per query.
+
+        A query may be None (or blank) when it has an image: an image-only query (see [`QueryEncoder`]).
+        """
+        texts, images = _query_inputs(queries, images)
         encoder = QueryEncoder(
             self.model, _LazyProcessor(self) if images is not None else None, self.batch_size
         )
@@ -167,13 +177,23 @@ class Retriever:
         images: Sequence[ImageInput] | ImageInput = None,
         image_features: torch.Tensor | None = None,
         exact: bool = False,
+        explain: bool = False,
+        filter: Mapping[str, Any] | MetadataFilter | None = None,
+        hybrid_weight: float | None = None,
+        fusion: Fusion = "linear",
         **plaid_settings: Any,
     ) -> list[list[SearchHit]]:
         """The top ``k`` documents of every query, with their stored fields.
 
         ``exact=True`` scores every document by full MaxSim (the quality reference); otherwise PLAID
         search with ``plaid_settings`` (``ncells``, ``centroid_score_threshold``, ``ndocs``,
-        ``candidate_query_vectors``).
+        ``candidate_query_vectors``). ``explain=True`` attaches an [`Explanation`] of its late-interaction
+        score to every hit (see [`explain`]; a hybrid search reports a fused score instead). A query
+        may be None when it has an image (an image-only query).
+        ``filter`` keeps only documents whose stored metadata match (see [`flmr.search.filters`], e.g.
+        ``{"lang": "en", "year": {"$gte": 2000}}``). ``hybrid_weight`` in [0, 1] fuses the late-interaction
+        scores with BM25 over the stored texts, with that share for BM25 (``fusion``: ``"linear"`` or
+        ``"rrf"``; see [`HybridSearcher`]); hits then carry the fused score.
         """
         index = self._open(index)
         Q = self.encode_queries(queries, images, image_features)
@@ -182,7 +202,98 @@ class Retriever:
             if exact
             else PlaidSearcher(index, device=self.device, **plaid_settings)
         )
-        return searcher.search(Q, k=k, return_documents=True)
+        if hybrid_weight is None:
+            results = searcher.search(Q, k=k, return_documents=True, filter=filter)
+        else:
+            texts = [text or "" for text in _query_inputs(queries, images)[0]]
+            hybrid = HybridSearcher(searcher, weight=hybrid_weight, fusion=fusion)
+            results = hybrid.search(Q, texts, k=k, return_documents=True, filter=filter)
+        if not explain:
+            return results
+        texts, query_images = _query_inputs(queries, images)
+        normalize = plaid_settings.get("normalize_decompressed", True)
+        explained = []
+        for q, (text, hits) in enumerate(zip(texts, results, strict=True)):
+            has_image = image_features is not None or (
+                query_images is not None and query_images[q] is not None
+            )
+            labels = QueryEncoder(self.model).vector_labels(text, Q.shape[1], has_image)
+            explained.append(
+                [
+                    replace(hit, explanation=self._explain_pid(index, hit.pid, Q[q], labels, normalize))
+                    for hit in hits
+                ]
+            )
+        return explained
+
+    def explain(
+        self,
+        query: str | None,
+        hit_or_pid: SearchHit | int,
+        index: Index | str | os.PathLike,
+        images: ImageInput | Sequence[ImageInput] = None,
+        image_features: torch.Tensor | None = None,
+        normalize_decompressed: bool = True,
+    ) -> Explanation:
+        """Which document vector each vector of ``query`` matched in a hit, and what each added to its score.
+
+        ``hit_or_pid`` is a [`SearchHit`] of this query or a pid; ``images`` the query's image (a path,
+        PIL image, or a one-item list), as given to [`search`]. The contributions sum to the score the
+        search reported (the query is encoded again, so up to float rounding).
+
+        Example:
+            >>> hit = retriever.search("capital of France", index, k=1)[0][0]
+            >>> explanation = retriever.explain("capital of France", hit, index)
+            >>> [(m.query.label, m.document.label) for m in explanation.top_matches(2)]
+            [('france', 'france'), ('capital', 'capital')]
+        """
+        return self.explain_hits(query, [hit_or_pid], index, images, image_features, normalize_decompressed)[
+            0
+        ]
+
+    def explain_hits(
+        self,
+        query: str | None,
+        hits_or_pids: Sequence[SearchHit | int],
+        index: Index | str | os.PathLike,
+        images: ImageInput | Sequence[ImageInput] = None,
+        image_features: torch.Tensor | None = None,
+        normalize_decompressed: bool = True,
+    ) -> list[Explanation]:
+        """[`explain`] for several hits of one query, encoding the query once."""
+        index = self._open(index)
+        Q = self.encode_queries(query, images, image_features)
+        if Q.shape[0] != 1:
+            raise ValueError(f"explain takes one query, got {Q.shape[0]}")
+        _, query_images = _query_inputs(query, images)
+        has_image = image_features is not None or (query_images is not None and query_images[0] is not None)
+        labels = QueryEncoder(self.model).vector_labels(query, Q.shape[1], has_image)
+        return [
+            self._explain_pid(
+                index, hit if isinstance(hit, int) else hit.pid, Q[0], labels, normalize_decompressed
+            )
+            for hit in hits_or_pids
+        ]
+
+    def _explain_pid(
+        self,
+        index: Index,
+        pid: int,
+        query_vectors: torch.Tensor,
+        labels: list[tuple[str, str]],
+        normalize_decompressed: bool,
+    ) -> Explanation:
+        stored = index.document(pid)
+        tokens = document_tokens(
+            stored.text,
+            stored.vector_layout,
+            int(index.doclens[pid]),
+            self.model.context_tokenizer,
+            mask_punctuation=self.model.config.mask_punctuation,
+            image_block=self.model.config.mapping_network_prefix_length,
+            has_image=stored.image_path is not None,
+        )
+        return explain_document(index, pid, query_vectors, labels, tokens, normalize_decompressed)
 
     def _open(self, index: Index | str | os.PathLike) -> Index:
         index = index if isinstance(index, Index) else Index.load(index)
@@ -195,6 +306,16 @@ class Retriever:
                 "re-index with this checkpoint or search with the one that built it"
             )
         return index
+
+
+def _query_inputs(
+    queries: str | Sequence[str | None] | None, images: Sequence[ImageInput] | ImageInput
+) -> tuple[list[str | None], Sequence[ImageInput] | None]:
+    """Queries as a list, and images as one entry per query (or None)."""
+    texts = [queries] if queries is None or isinstance(queries, str) else list(queries)
+    if images is not None and (isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence)):
+        images = [images]
+    return texts, images
 
 
 class _LazyProcessor:

@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from flmr.index.codec import ResidualCodec
 from flmr.index.index import Index
 from flmr.index.inputs import EmbeddingsInput, iter_chunks
+from flmr.search.filters import MetadataFilter, compile_filter
 from flmr.search.maxsim import as_query_batch, nonzero_rows, segment_max
 from flmr.search.results import SearchHit, make_hits
 
 DEFAULT_MAX_SCORE_ELEMENTS = 1 << 25  # floats in one (document vectors x query vectors) score block
+
+
+def score_documents(
+    index: Index,
+    query_rows: torch.Tensor,
+    pids: torch.Tensor,
+    normalize: bool = True,
+    codec: ResidualCodec | None = None,
+) -> torch.Tensor:
+    """Exact MaxSim of one query's non-zero vectors against the vectors of ``pids``.
+
+    The vectors are the index's stored float16 vectors when it keeps them, else the decompressed ones
+    (``normalize``: as if re-projected onto the unit sphere). Runs on ``query_rows``' device (``codec``: the index's codec already moved there); a document
+    without vectors scores -inf.
+
+    Example:
+        >>> scores = score_documents(index, nonzero_rows(query), torch.tensor([3, 8]))  # doctest: +SKIP
+    """
+    device = query_rows.device
+    positions, owners = index.vector_positions(pids)
+    if index.stores_vectors:
+        token_scores = index.gather_vectors(positions).to(device).float() @ query_rows.T
+    else:
+        codec = codec or index.codec.to(device)
+        vectors = codec.decompress(
+            index.gather_codes(positions).to(device),
+            index.gather_centroid_ids(positions).to(device),
+            normalize=False,
+        )
+        token_scores = vectors @ query_rows.T
+        if normalize:  # cheaper than normalising the vectors: scale their few scores
+            token_scores /= vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return segment_max(token_scores, owners.to(device), pids.numel(), float("-inf")).sum(1)
 
 
 class ExactSearcher:
@@ -57,9 +93,23 @@ class ExactSearcher:
             self.dim = self.vectors.shape[1]
 
     def search(
-        self, queries: torch.Tensor, k: int = 10, return_documents: bool = False
+        self,
+        queries: torch.Tensor,
+        k: int = 10,
+        return_documents: bool = False,
+        filter: Mapping[str, Any] | MetadataFilter | None = None,
     ) -> list[list[SearchHit]]:
-        """Top-``k`` documents by MaxSim for each query of a (num_queries, q_len, dim) batch."""
+        """Top-``k`` documents by MaxSim for each query of a (num_queries, q_len, dim) batch.
+
+        ``filter`` (see ``flmr.search.filters``) keeps only the documents whose stored metadata match;
+        it needs an index. Only matching documents are decompressed and scored.
+        """
+        metadata_filter = compile_filter(filter)
+        allowed = None
+        if metadata_filter is not None:
+            if self.index is None:
+                raise ValueError("a filter needs an index with a document store, not raw embeddings")
+            allowed = metadata_filter.mask(self.index).nonzero().flatten()
         queries = as_query_batch(queries, self.dim).to(self.device)
         rows = [nonzero_rows(query) for query in queries]
         query_rows = torch.cat(rows)
@@ -69,7 +119,7 @@ class ExactSearcher:
         sum_by_query = torch.nn.functional.one_hot(row_owner, len(rows)).float()  # (rows, queries)
         best_scores = torch.empty(len(rows), 0, device=self.device)
         best_pids = torch.empty(len(rows), 0, dtype=torch.long, device=self.device)
-        for pids, vectors, owners in self._blocks(max(1, query_rows.shape[0])):
+        for pids, vectors, owners in self._blocks(max(1, query_rows.shape[0]), allowed):
             per_row = segment_max(vectors @ query_rows.T, owners, pids.shape[0], float("-inf"))
             empty = (
                 torch.isinf(per_row[:, 0]) if per_row.shape[1] else torch.zeros_like(pids, dtype=torch.bool)
@@ -85,13 +135,27 @@ class ExactSearcher:
             for q in range(len(rows))
         ]
 
-    def _blocks(self, num_query_rows: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield (pids, vectors, owner of each vector as an index into pids) in bounded blocks."""
+    def _blocks(
+        self, num_query_rows: int, allowed: torch.Tensor | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield (pids, vectors, owner of each vector as an index into pids) in bounded blocks.
+
+        ``allowed``: the only pids to score (live ones), when a filter restricts the search.
+        """
         vector_budget = max(1, self.max_score_elements // num_query_rows)
         if self.index is not None:
             mean_doclen = max(1, self.index.num_vectors // max(1, self.index.num_documents))
-            for _, pids in self.index.iter_documents(max(1, vector_budget // mean_doclen)):
-                vectors, owners = self.index.decompress(pids, self.normalize_decompressed)
+            docs_per_block = max(1, vector_budget // mean_doclen)
+            runs = (
+                self.index.iter_documents(docs_per_block)
+                if allowed is None
+                else (
+                    (0, allowed[start : start + docs_per_block])
+                    for start in range(0, len(allowed), docs_per_block)
+                )
+            )
+            for _, pids in runs:
+                vectors, owners = self.index.document_vectors(pids, self.normalize_decompressed)
                 yield pids.to(self.device), vectors.to(self.device), owners.to(self.device)
             return
         num_docs = self.doclens.shape[0]

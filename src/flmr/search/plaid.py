@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from flmr.index.index import Index
+from flmr.search.exact import score_documents
+from flmr.search.filters import MetadataFilter, compile_filter
 from flmr.search.maxsim import as_query_batch, nonzero_rows, segment_max
 from flmr.search.results import SearchHit, make_hits
 
@@ -31,6 +34,12 @@ class PlaidSearcher:
     All-zero query vectors (masked positions) are ignored. ``candidate_query_vectors="text_first_32"``
     generates candidates from the first 32 non-zero query vectors only, like the original engine;
     ``"all"`` uses every vector, which finds more of the exact top-k for text+image queries.
+
+    With a metadata ``filter`` the documents it rejects are dropped before stage 2. When at most
+    ``ndocs`` documents match, all of them are re-ranked (the exact filtered top-k); otherwise stage 1
+    doubles ``ncells`` until ``max(ndocs // 4, k)`` matching candidates are found (at worst every cell),
+    so ``k`` results come back whenever ``k`` documents match, however far they are from the query,
+    and the k-independence above still holds.
 
     Example:
         >>> searcher = PlaidSearcher("my_index")  # doctest: +SKIP
@@ -65,16 +74,25 @@ class PlaidSearcher:
         self._generation = -1
 
     def search(
-        self, queries: torch.Tensor, k: int = 10, return_documents: bool = False
+        self,
+        queries: torch.Tensor,
+        k: int = 10,
+        return_documents: bool = False,
+        filter: Mapping[str, Any] | MetadataFilter | None = None,
     ) -> list[list[SearchHit]]:
-        """Top-``k`` hits for each query of a (num_queries, q_len, dim) batch (or one (q_len, dim) query)."""
+        """Top-``k`` hits for each query of a (num_queries, q_len, dim) batch (or one (q_len, dim) query).
+
+        ``filter`` (see ``flmr.search.filters``) keeps only documents whose stored metadata match.
+        """
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
+        metadata_filter = compile_filter(filter)
         self._sync_with_index()
+        allowed = None if metadata_filter is None else metadata_filter.mask(self.index)
         queries = as_query_batch(queries, self.index.dim).to(self.device)
         results = []
         for query in queries:
-            pids, scores = self._search_one(nonzero_rows(query), k)
+            pids, scores = self._search_one(nonzero_rows(query), k, allowed)
             results.append(make_hits(pids.cpu(), scores.cpu(), self.index, return_documents))
         return results
 
@@ -86,15 +104,22 @@ class PlaidSearcher:
         self._centroids_t = self._codec.centroids.T.contiguous()
         self._generation = self.index.generation
 
-    def _search_one(self, query_rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _search_one(
+        self, query_rows: torch.Tensor, k: int, allowed: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best ``k`` (pids, scores) of one query; ``allowed``: bool per pid, the documents a filter keeps."""
         empty = torch.empty(0, device=self.device)
         if query_rows.shape[0] == 0:
             return empty.long(), empty
+        ndocs = max(self.ndocs, k)
+        if allowed is not None:
+            matching = allowed.nonzero().flatten()
+            if matching.numel() <= ndocs:  # few enough to score them all: the exact filtered top-k
+                return self._rerank(query_rows, matching.to(self.device), k)
         centroid_scores = query_rows @ self._centroids_t  # (query vectors, partitions)
-        candidates = self._candidates(centroid_scores).to(self.device)
+        candidates = self._candidates(centroid_scores, allowed, max(ndocs // 4, k)).to(self.device)
         if candidates.numel() == 0:
             return empty.long(), empty
-        ndocs = max(self.ndocs, k)
         scores_by_centroid = (
             centroid_scores.T.contiguous()
         )  # row c: scores of centroid c for each query vector
@@ -107,16 +132,13 @@ class PlaidSearcher:
         unpruned = segment_max(
             scores_by_centroid.index_select(0, centroid_ids), owners, survivors.shape[0], float("-inf")
         ).sum(1)
-        finalists = survivors[self._top(unpruned, max(ndocs // 4, k))]
+        return self._rerank(query_rows, survivors[self._top(unpruned, max(ndocs // 4, k))], k)
 
-        positions, owners = self._vector_positions(finalists)
-        codes = self.index.gather_codes(positions).to(self.device)
-        centroid_ids = self.index.gather_centroid_ids(positions).to(self.device)
-        vectors = self._codec.decompress(codes, centroid_ids, normalize=False)
-        token_scores = vectors @ query_rows.T
-        if self.normalize_decompressed:  # cheaper than normalising the vectors: scale their few scores
-            token_scores /= vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        exact = segment_max(token_scores, owners, finalists.shape[0], float("-inf")).sum(1)
+    def _rerank(
+        self, query_rows: torch.Tensor, finalists: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The best ``k`` of ``finalists`` by exact MaxSim (see ``score_documents``)."""
+        exact = score_documents(self.index, query_rows, finalists, self.normalize_decompressed, self._codec)
         best = self._top(exact, k)
         return finalists[best], exact[best]
 
@@ -142,13 +164,25 @@ class PlaidSearcher:
         positions, owners = self.index.vector_positions(pids.cpu())
         return positions, owners.to(self.device)
 
-    def _candidates(self, centroid_scores: torch.Tensor) -> torch.Tensor:
+    def _candidates(
+        self, centroid_scores: torch.Tensor, allowed: torch.Tensor | None, wanted: int
+    ) -> torch.Tensor:
+        """Sorted live candidate pids; with a filter, only allowed ones, from ever more cells until
+        there are ``wanted`` of them (the matching documents may all lie far from the query)."""
         generating = centroid_scores
         if self.candidate_query_vectors == "text_first_32":
             generating = centroid_scores[:TEXT_QUERY_VECTORS]
-        ncells = min(self.ncells, centroid_scores.shape[1])
-        cells = generating.topk(ncells, dim=1).indices.flatten().unique()
-        return self.index.candidate_pids(cells)
+        num_partitions = centroid_scores.shape[1]
+        ncells = min(self.ncells, num_partitions)
+        while True:
+            cells = generating.topk(ncells, dim=1).indices.flatten().unique()
+            candidates = self.index.candidate_pids(cells)
+            if allowed is None:
+                return candidates
+            candidates = candidates[allowed[candidates]]
+            if candidates.numel() >= wanted or ncells == num_partitions:
+                return candidates
+            ncells = min(2 * ncells, num_partitions)
 
     @staticmethod
     def _top(scores: torch.Tensor, count: int) -> torch.Tensor:

@@ -8,9 +8,11 @@ Example:
     >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
 
 Endpoints (all under ``/api`` except the page; ``/openapi.json`` and ``/docs`` describe them):
-    GET  /api/search?q=...&k=10           search by text
-    POST /api/search                      JSON {"query", "k", "image_base64"}
-    POST /api/search/upload               multipart form: query, k, image (a file)
+    GET  /api/search?q=...&k=10           search by text (``&explain=true`` explains every result)
+    POST /api/search                      JSON {"query", "k", "image_base64", "explain", "filter",
+                                          "hybrid_weight", "fusion"} (also for GET, upload and batch)
+    POST /api/search/upload               multipart form: query, k, image (a file), explain
+    POST /api/explain                     JSON {"query", "pid" or "id", "image_base64"}: why a document scored
     POST /api/search/batch                JSON {"queries": [...]}, answered in order
     GET  /api/documents/{pid}             a document by position; /api/documents/by-id/{id} by its id
     GET  /api/documents/{pid}/image       the document's image (only from the index's stored path)
@@ -18,11 +20,12 @@ Endpoints (all under ``/api`` except the page; ``/openapi.json`` and ``/docs`` d
     GET  /api/info                        index, limits and batching statistics
 """
 
+import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -31,7 +34,8 @@ from fastapi.staticfiles import StaticFiles
 
 from flmr.index import Index, StoredDocument
 from flmr.retrieval import Retriever
-from flmr.search import SearchHit
+from flmr.search import FilterError, HybridHit, MetadataFilter, SearchHit, compile_filter
+from flmr.search.hybrid import Fusion
 
 from . import schemas
 from .batching import DynamicBatcher
@@ -40,12 +44,14 @@ from .inputs import InputError, check_query, decode_base64_image, decode_image
 from .settings import ServiceSettings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+FILTER_HELP = 'metadata filter as JSON, e.g. {"lang": "en", "year": {"$gte": 2000}}'
+HYBRID_HELP = "fuse with BM25 over the document texts, with this share (0 to 1)"
 ERROR_RESPONSES: dict[int | str, dict] = {
     status: {"model": schemas.Error, "description": description}
     for status, description in {
-        400: "malformed input (bad base64, not an image)",
+        400: "malformed input (bad base64, not an image, a filter that is not JSON)",
         413: "too large (image bytes or pixels, request body)",
-        422: "invalid query (empty or too long text, k out of range, too many queries)",
+        422: "invalid query (empty or too long text, k out of range, too many queries, invalid filter)",
         503: "the service is not ready yet",
     }.items()
 }
@@ -110,12 +116,66 @@ class _Service:
             for query, hits in zip(queries, all_hits, strict=True)
         ]
 
-    async def parse(self, text: str, k: int | None, image_base64: str | None) -> SearchQuery:
-        text, k = check_query(text, k, self.settings)
+    async def explain(self, query: SearchQuery, pids: list[int]) -> list[schemas.Explanation]:
+        """Explanations of the scores of documents ``pids`` for ``query`` (the query is encoded again)."""
+        if not self.engine.ready:
+            raise HTTPException(503, "the service is starting: the model is not warmed up yet")
+        explanations = await run_in_threadpool(
+            self.engine.retriever.explain_hits,
+            query.text,
+            pids,
+            self.engine.index,
+            query.image,
+            normalize_decompressed=self.settings.plaid_settings.get("normalize_decompressed", True),
+        )
+        return [schemas.Explanation(**explanation.to_dict()) for explanation in explanations]
+
+    async def explained(
+        self, query: SearchQuery, response: schemas.SearchResponse, explain: bool
+    ) -> schemas.SearchResponse:
+        """``response`` with an explanation attached to each result when ``explain`` asks for it."""
+        if not explain or not response.results:
+            return response
+        explanations = await self.explain(query, [hit.pid for hit in response.results])
+        results = [
+            hit.model_copy(update={"explanation": explanation})
+            for hit, explanation in zip(response.results, explanations, strict=True)
+        ]
+        return response.model_copy(update={"results": results})
+
+    async def parse(
+        self,
+        text: str,
+        k: int | None,
+        image_base64: str | None,
+        filter_spec: Mapping[str, Any] | None = None,
+        hybrid_weight: float | None = None,
+        fusion: Fusion = "linear",
+    ) -> SearchQuery:
+        text, k = check_query(text, k, self.settings, has_image=image_base64 is not None)
+        metadata_filter = checked_filter(filter_spec)
         image = None
         if image_base64 is not None:
             image = await run_in_threadpool(decode_base64_image, image_base64, self.settings)
-        return SearchQuery(text, k, image)
+        return SearchQuery(text, k, image, metadata_filter, hybrid_weight, fusion)
+
+
+def checked_filter(spec: Mapping[str, Any] | str | None) -> MetadataFilter | None:
+    """A request's metadata filter, compiled; given as JSON text (query string, form) or parsed JSON.
+
+    Malformed JSON is a 400, a filter that breaks the filter rules a 422, both saying what is wrong.
+    """
+    if isinstance(spec, str):
+        if not spec.strip():
+            return None
+        try:
+            spec = json.loads(spec)
+        except json.JSONDecodeError as error:
+            raise InputError(400, f"the filter is not valid JSON: {error}") from None
+    try:
+        return compile_filter(spec)
+    except FilterError as error:
+        raise InputError(422, f"invalid filter: {error}") from None
 
 
 def _document(pid: int, stored: StoredDocument) -> schemas.Document:
@@ -130,7 +190,12 @@ def _document(pid: int, stored: StoredDocument) -> schemas.Document:
 
 def _hit(hit: SearchHit) -> schemas.Hit:
     document = _document(hit.pid, hit.document or StoredDocument())
-    return schemas.Hit(**document.model_dump(), rank=hit.rank, score=hit.score)
+    fused = (
+        {"late_interaction_score": hit.late_interaction_score, "bm25_score": hit.bm25_score}
+        if isinstance(hit, HybridHit)
+        else {}
+    )
+    return schemas.Hit(**document.model_dump(), rank=hit.rank, score=hit.score, **fused)
 
 
 def _add_search_routes(app: FastAPI, service: _Service) -> None:
@@ -138,29 +203,48 @@ def _add_search_routes(app: FastAPI, service: _Service) -> None:
     async def search_by_text(
         q: Annotated[str, Query(description="the question", examples=[schemas.EXAMPLE_QUERY])],
         k: Annotated[int | None, Query(description="how many results")] = None,
+        explain: Annotated[bool, Query(description="explain every result's score")] = False,
+        filter: Annotated[str | None, Query(description=FILTER_HELP)] = None,
+        hybrid_weight: Annotated[float | None, Query(ge=0, le=1, description=HYBRID_HELP)] = None,
+        fusion: Annotated[Fusion, Query(description="hybrid fusion: linear or rrf")] = "linear",
     ) -> schemas.SearchResponse:
         """Search by text."""
-        return (await service.answer([await service.parse(q, k, None)]))[0]
+        query = await service.parse(q, k, None, filter, hybrid_weight, fusion)
+        return await service.explained(query, (await service.answer([query]))[0], explain)
 
     @app.post("/api/search", tags=["search"], responses=ERROR_RESPONSES)
     async def search(request: schemas.SearchRequest) -> schemas.SearchResponse:
         """Search by text, optionally with an image as base64."""
-        query = await service.parse(request.query, request.k, request.image_base64)
-        return (await service.answer([query]))[0]
+        query = await service.parse(
+            request.query,
+            request.k,
+            request.image_base64,
+            request.filter,
+            request.hybrid_weight,
+            request.fusion,
+        )
+        return await service.explained(query, (await service.answer([query]))[0], request.explain)
 
     @app.post("/api/search/upload", tags=["search"], responses=ERROR_RESPONSES)
     async def search_with_upload(
-        query: Annotated[str, Form(description="the question")],
+        query: Annotated[str, Form(description="the question (empty for an image-only query)")] = "",
         k: Annotated[int | None, Form(description="how many results")] = None,
         image: Annotated[UploadFile | None, File(description="an image file")] = None,
+        explain: Annotated[bool, Form(description="explain every result's score")] = False,
+        filter: Annotated[str | None, Form(description=FILTER_HELP)] = None,
+        hybrid_weight: Annotated[float | None, Form(ge=0, le=1, description=HYBRID_HELP)] = None,
+        fusion: Annotated[Fusion, Form(description="hybrid fusion: linear or rrf")] = "linear",
     ) -> schemas.SearchResponse:
         """Search by text and an uploaded image (multipart form)."""
-        text, k = check_query(query, k, service.settings)
+        has_image = image is not None and bool(image.filename)
+        text, k = check_query(query, k, service.settings, has_image)
+        metadata_filter = checked_filter(filter)
         decoded = None
         if image is not None and image.filename:
             raw = await image.read(service.settings.max_image_bytes + 1)
             decoded = await run_in_threadpool(decode_image, raw, service.settings)
-        return (await service.answer([SearchQuery(text, k, decoded)]))[0]
+        search_query = SearchQuery(text, k, decoded, metadata_filter, hybrid_weight, fusion)
+        return await service.explained(search_query, (await service.answer([search_query]))[0], explain)
 
     @app.post("/api/search/batch", tags=["search"], responses=ERROR_RESPONSES)
     async def search_batch(request: schemas.BatchSearchRequest) -> schemas.BatchSearchResponse:
@@ -168,8 +252,39 @@ def _add_search_routes(app: FastAPI, service: _Service) -> None:
         count, limit = len(request.queries), service.settings.max_batch_queries
         if not 1 <= count <= limit:
             raise InputError(422, f"a batch holds 1 to {limit} queries, got {count}")
-        queries = [await service.parse(q.query, q.k, q.image_base64) for q in request.queries]
-        return schemas.BatchSearchResponse(responses=await service.answer(queries))
+        queries = [
+            await service.parse(q.query, q.k, q.image_base64, q.filter, q.hybrid_weight, q.fusion)
+            for q in request.queries
+        ]
+        responses = await service.answer(queries)
+        return schemas.BatchSearchResponse(
+            responses=[
+                await service.explained(query, response, asked.explain)
+                for query, response, asked in zip(queries, responses, request.queries, strict=True)
+            ]
+        )
+
+    @app.post(
+        "/api/explain",
+        tags=["search"],
+        responses={**ERROR_RESPONSES, 404: {"model": schemas.Error, "description": "no such document"}},
+    )
+    async def explain(request: schemas.ExplainRequest) -> schemas.Explanation:
+        """Why a document scored what it did for a query.
+
+        For every query vector that counts: the document token (or image) it matched best and the
+        similarity, which is what it adds to the score; the contributions sum to the score a search
+        reports. Document tokens carry their summed contribution and character offsets, for highlighting.
+        """
+        if (request.pid is None) == (request.id is None):
+            raise InputError(422, "give the document's pid or its id (one of them)")
+        query = await service.parse(request.query, None, request.image_base64)
+        if request.pid is not None:
+            service.engine.document(request.pid)  # DocumentNotFound (404) for unknown or deleted pids
+            pid = request.pid
+        else:
+            pid = service.engine.pid_of(request.id)
+        return (await service.explain(query, [pid]))[0]
 
 
 def _add_document_routes(app: FastAPI, service: _Service) -> None:

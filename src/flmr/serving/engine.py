@@ -1,5 +1,6 @@
 """The retrieval work behind the service: batched query encoding and search, document lookup."""
 
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,7 +10,8 @@ from PIL import Image, UnidentifiedImageError
 
 from flmr.index import Index, StoredDocument
 from flmr.retrieval import Retriever
-from flmr.search import SearchHit
+from flmr.search import MetadataFilter, SearchHit
+from flmr.search.hybrid import Fusion
 
 from .inputs import ACCEPTED_IMAGE_FORMATS
 from .settings import ServiceSettings
@@ -24,6 +26,14 @@ class SearchQuery:
     text: str
     k: int
     image: Image.Image | None = None
+    filter: MetadataFilter | None = None
+    hybrid_weight: float | None = None
+    fusion: Fusion = "linear"
+
+    def search_options(self) -> tuple:
+        """What must be equal for queries to share one search call (besides their text and k)."""
+        spec = None if self.filter is None else json.dumps(self.filter.spec, sort_keys=True)
+        return self.image is not None, spec, self.hybrid_weight, self.fusion
 
 
 class DocumentNotFound(LookupError):
@@ -66,20 +76,26 @@ class SearchEngine:
         """The hits of every query, best first; queries with and without images are encoded separately."""
         results: list[list[SearchHit]] = [[] for _ in queries]
         # Text-only and image queries differ in length; grouping them keeps every query's vectors
-        # (and so its results) independent of which other queries shared its batch.
-        for with_image in (False, True):
-            positions = [i for i, query in enumerate(queries) if (query.image is not None) == with_image]
-            if not positions:
-                continue
+        # (and so its results) independent of which other queries shared its batch. Queries with
+        # other filters or fusion settings need their own search call.
+        groups: dict[tuple, list[int]] = {}
+        for position, query in enumerate(queries):
+            groups.setdefault(query.search_options(), []).append(position)
+        for positions in groups.values():
             group = [queries[i] for i in positions]
-            # PLAID's candidates do not depend on k for k <= ndocs // 4, so one search with the
-            # largest k gives every query its own top-k.
+            first = group[0]
+            with_image = first.image is not None
+            # PLAID's candidates (and hybrid fusion's) do not depend on k for k <= ndocs // 4 (and
+            # k <= the fusion depth), so one search with the largest k gives every query its own top-k.
             hits = self.retriever.search(
                 [query.text for query in group],
                 self.index,
                 k=max(query.k for query in group),
                 images=[query.image for query in group] if with_image else None,
                 exact=self.settings.exact,
+                filter=first.filter,
+                hybrid_weight=first.hybrid_weight,
+                fusion=first.fusion,
                 **self.settings.plaid_settings,
             )
             for position, query, query_hits in zip(positions, group, hits, strict=True):

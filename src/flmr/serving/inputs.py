@@ -35,16 +35,20 @@ class InputError(ValueError):
         self.message = message
 
 
-def check_query(text: str, k: int | None, settings: ServiceSettings) -> tuple[str, int]:
+def check_query(
+    text: str, k: int | None, settings: ServiceSettings, has_image: bool = False
+) -> tuple[str, int]:
     """The stripped query text and k (the default when None), or ``InputError`` (422) naming the limit.
+
+    The text may be empty when the query has an image (an image-only query).
 
     Example:
         >>> check_query("  capital of France? ", None, ServiceSettings())
         ('capital of France?', 10)
     """
     text = text.strip()
-    if not text:
-        raise InputError(422, "the query text is empty")
+    if not text and not has_image:
+        raise InputError(422, "the query has neither text nor an image")
     if len(text) > settings.max_query_chars:
         raise InputError(
             422, f"the query text has {len(text)} characters; at most {settings.max_query_chars} are accepted"

@@ -1,6 +1,6 @@
 """Request and response bodies of the search service (they make its OpenAPI schema)."""
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -8,13 +8,77 @@ EXAMPLE_QUERY = "Which text editor runs in a terminal?"
 
 
 class SearchRequest(BaseModel):
-    """A text query, optionally with an image given as base64 (or a ``data:image/...;base64,`` URL)."""
+    """A text query, optionally with an image given as base64 (or a ``data:image/...;base64,`` URL);
+    the text may be empty when there is an image."""
 
-    query: str = Field(description="the question", examples=[EXAMPLE_QUERY])
+    query: str = Field(default="", description="the question", examples=[EXAMPLE_QUERY])
     k: int | None = Field(default=None, description="how many results (default: the service's default_k)")
     image_base64: str | None = Field(
         default=None, description="an image (JPEG, PNG, GIF, WEBP or BMP) in base64"
     )
+    explain: bool = Field(
+        default=False, description="attach to every result an explanation of its score (see /api/explain)"
+    )
+    filter: dict[str, Any] | None = Field(
+        default=None,
+        description="only documents whose metadata match: field -> value, or -> {operator: operand} with "
+        "$eq $ne $gt $gte $lt $lte $in $nin $exists; fields are ANDed; '$id' is the document id",
+        examples=[{"lang": "en", "year": {"$gte": 2000, "$lt": 2010}, "tag": {"$in": ["a", "b"]}}],
+    )
+    hybrid_weight: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="fuse with BM25 over the document texts, with this share"
+    )
+    fusion: Literal["linear", "rrf"] = Field(
+        default="linear", description="how hybrid scores fuse: min-max normalised scores or reciprocal ranks"
+    )
+
+
+class ExplainRequest(BaseModel):
+    """A query (as for /api/search) and the document whose score to explain, by ``pid`` or by ``id``."""
+
+    query: str = Field(description="the question", examples=[EXAMPLE_QUERY])
+    pid: int | None = Field(default=None, description="position of the document in the index")
+    id: str | None = Field(default=None, description="the document's id in its collection (instead of pid)")
+    image_base64: str | None = Field(
+        default=None, description="the query's image (JPEG, PNG, GIF, WEBP or BMP) in base64"
+    )
+
+
+class QueryToken(BaseModel):
+    """A query vector that counts in the score."""
+
+    position: int = Field(description="position among the query's encoded vectors")
+    kind: str = Field(description="'text' or 'image'")
+    label: str = Field(description="the query token ('[CLS]', '[Q]', a word piece, '[MASK]') or 'image i'")
+
+
+class DocumentToken(BaseModel):
+    """A stored vector of the document and what the query's vectors found there."""
+
+    position: int = Field(description="position among the document's stored vectors")
+    kind: str = Field(description="'text', 'image' or 'vector' (origin unknown)")
+    label: str = Field(description="the token ('[CLS]', '[D]', '[SEP]', a word piece) or 'image i'")
+    image: int | None = Field(description="1-based number of the document's image this vector belongs to")
+    start: int | None = Field(description="character offset of the token in the document text")
+    end: int | None = Field(description="character offset just after the token")
+    contribution: float = Field(description="sum of the contributions of the query vectors that matched it")
+    best_query: str | None = Field(description="label of the query vector adding the most here")
+
+
+class TokenMatch(BaseModel):
+    query: int = Field(description="index into query_tokens")
+    document: int = Field(description="position of the matched document token")
+    contribution: float = Field(description="similarity of the two vectors: what this query vector adds")
+
+
+class Explanation(BaseModel):
+    """Which document vector each query vector matched; the contributions sum to ``score``."""
+
+    pid: int
+    score: float
+    query_tokens: list[QueryToken]
+    document_tokens: list[DocumentToken]
+    matches: list[TokenMatch] = Field(description="one per query token, in the same order")
 
 
 class BatchSearchRequest(BaseModel):
@@ -37,7 +101,12 @@ class Hit(Document):
     """A ranked search result."""
 
     rank: int = Field(description="1 for the best result")
-    score: float = Field(description="late-interaction (MaxSim) score; higher is better")
+    score: float = Field(description="late-interaction (MaxSim) score, or the fused score of a hybrid search")
+    late_interaction_score: float | None = Field(default=None, description="hybrid search: the MaxSim score")
+    bm25_score: float | None = Field(default=None, description="hybrid search: the BM25 score")
+    explanation: Explanation | None = Field(
+        default=None, description="present when the search asked to explain"
+    )
 
 
 class SearchResponse(BaseModel):
