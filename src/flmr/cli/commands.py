@@ -18,6 +18,10 @@ def run_index(args: argparse.Namespace) -> int:
     collection, collection_folder = collection_source(args.collection, args.dataset, args.split)
     image_root = Path(args.image_root).resolve() if args.image_root else collection_folder
     checkpoint = checkpoint_name(args.checkpoint)
+    if args.ray:
+        from flmr.distributed.cli import index_on_ray
+
+        return index_on_ray(args, collection, image_root, checkpoint)
     started = time.perf_counter()
     retriever = load_retriever(checkpoint, args.device, args.batch_size)
     index = retriever.index(
@@ -54,7 +58,16 @@ def run_search(args: argparse.Namespace) -> int:
     checkpoint = index_checkpoint(index, args.checkpoint)
     retriever = load_retriever(checkpoint, args.device)
     images = [args.image] if args.image is not None else None
-    hits = retriever.search([args.question], index, k=args.k, images=images, exact=args.exact)[0]
+    hits = retriever.search(
+        [args.question],
+        index,
+        k=args.k,
+        images=images,
+        exact=args.exact,
+        filter=args.filter,
+        hybrid_weight=args.hybrid_weight,
+        fusion=args.fusion,
+    )[0]
     if args.json:
         record = {
             "index": str(index.path),
@@ -63,6 +76,8 @@ def run_search(args: argparse.Namespace) -> int:
             "image": args.image,
             "k": args.k,
             "search": "exact" if args.exact else "plaid",
+            "filter": None if args.filter is None else args.filter.spec,
+            "hybrid_weight": args.hybrid_weight,
             "results": [hit_record(hit) for hit in hits],
         }
         print(json.dumps(record, indent=2, ensure_ascii=False))
@@ -73,6 +88,10 @@ def run_search(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Start the HTTP search service (JSON API and search page) on one index."""
+    if args.ray:
+        from flmr.distributed.cli import serve_on_ray
+
+        return serve_on_ray(args)
     try:
         import uvicorn
 

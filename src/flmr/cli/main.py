@@ -17,6 +17,7 @@ import sys
 
 from flmr.evaluation.cli import add_evaluate_command
 from flmr.index import SUPPORTED_NBITS
+from flmr.search.filters import FilterError, MetadataFilter, parse_filter
 from flmr.training.cli import add_train_command
 
 from .commands import run_index, run_info, run_search, run_serve
@@ -106,6 +107,29 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
     index.add_argument("--image-root", metavar="FOLDER", help="folder relative image paths start from")
     index.add_argument("--overwrite", action="store_true", help="replace an existing index at --output")
     index.add_argument("--quiet", action="store_true", help="no progress bars")
+    scale_out = index.add_argument_group(
+        "scale-out on Ray (needs `pip install flmr[ray]`; see docs/scale-out.md)"
+    )
+    scale_out.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="encode and build on a Ray cluster (an address, `auto`, or `local` for one in this process)",
+    )
+    scale_out.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="encoding actors, one model each (default: %(default)s)",
+    )
+    scale_out.add_argument(
+        "--gpus-per-worker", type=float, default=0, help="GPUs per encoding actor (default: %(default)s)"
+    )
+    scale_out.add_argument(
+        "--shards",
+        type=positive_int,
+        default=1,
+        help="shard indexes to write; more than 1 writes a sharded index folder (default: %(default)s)",
+    )
     index.set_defaults(handler=run_index)
 
 
@@ -121,13 +145,34 @@ def _add_info(commands: argparse._SubParsersAction) -> None:
     info.set_defaults(handler=run_info)
 
 
+def filter_json(value: str) -> MetadataFilter | None:
+    """argparse type of ``--filter``: a metadata filter as JSON (see ``flmr.search.filters``)."""
+    try:
+        return parse_filter(value)
+    except FilterError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def unit_float(value: str) -> float:
+    """argparse type of ``--hybrid-weight``: a number from 0 to 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {number}")
+    return number
+
+
 def _add_search(commands: argparse._SubParsersAction) -> None:
     search = _command(
         commands,
         "search",
         "Answer a question from an index: print the ranked documents.",
         '  flmr search my_index "Which text editor can I use in a terminal?"\n'
-        '  flmr search my_index "What is the name of this building?" --image photo.jpg -k 5 --json\n\n'
+        '  flmr search my_index "What is the name of this building?" --image photo.jpg -k 5 --json\n'
+        '  flmr search my_index "terminal editor" --filter \'{"year": {"$gte": 2000}, "lang": "en"}\'\n'
+        '  flmr search my_index "libssl3 upgrade" --hybrid-weight 0.3\n\n'
         "The checkpoint defaults to the one the index was built with.",
     )
     search.add_argument("index", help="index folder")
@@ -142,6 +187,25 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         "--exact",
         action="store_true",
         help="score every document by full MaxSim (exact; slow on large indexes)",
+    )
+    search.add_argument(
+        "--filter",
+        type=filter_json,
+        metavar="JSON",
+        help='only documents whose metadata match, e.g. \'{"lang": "en", "tag": {"$in": ["a", "b"]}}\' '
+        "(operators $eq $ne $gt $gte $lt $lte $in $nin $exists; '$id' is the document id)",
+    )
+    search.add_argument(
+        "--hybrid-weight",
+        type=unit_float,
+        metavar="W",
+        help="fuse with BM25 over the document texts, W (0 to 1) being BM25's share",
+    )
+    search.add_argument(
+        "--fusion",
+        choices=["linear", "rrf"],
+        default="linear",
+        help="hybrid fusion: min-max normalised scores or reciprocal ranks (default: %(default)s)",
     )
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.set_defaults(handler=run_search)
@@ -197,6 +261,17 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
         help="server log level",
+    )
+    serve.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="serve a (sharded) index on Ray Serve: a cluster address, `auto`, or `local` (see docs/scale-out.md)",
+    )
+    serve.add_argument(
+        "--replicas",
+        type=positive_int,
+        default=1,
+        help="with --ray: replicas of each shard (default: %(default)s)",
     )
     serve.set_defaults(handler=run_serve)
 

@@ -1,0 +1,35 @@
+"""Scale-out on Ray: distributed encoding, index build from embedding shards, sharded search and serving.
+
+Ray is an optional extra (``pip install "flmr[ray]"``): this package imports without it, and each entry
+point raises an ``ImportError`` naming the extra when it is called without Ray. The single-machine path
+(``flmr.retrieval.Retriever``, ``flmr index``) never needs it; the merge of shard results and the loading
+of shard indexes as one live in ``flmr.search.sharded`` and need no Ray either.
+
+Example:
+    >>> from flmr.distributed import build_sharded_index, connect, encode_collection, RayShardedSearcher
+    >>> connect("local", num_cpus=2)  # doctest: +SKIP
+    >>> encode_collection("passages.jsonl", "emb", "my_checkpoint", workers=2)  # doctest: +SKIP
+    >>> build_sharded_index("emb", "my_sharded_index", num_shards=2)  # doctest: +SKIP
+    >>> RayShardedSearcher("my_sharded_index").search(query_embeddings, k=10)  # doctest: +SKIP
+"""
+
+from .cluster import LOCAL, connect, require_ray
+from .embeddings import EmbeddingParts
+from .ray_encoding import encode_collection
+from .serve import build_application, serve_sharded_index
+from .shard_index import build_sharded_index, shard_bounds
+from .sharded_search import RayShardedSearcher, ShardSearchActor
+
+__all__ = [
+    "LOCAL",
+    "EmbeddingParts",
+    "RayShardedSearcher",
+    "ShardSearchActor",
+    "build_application",
+    "build_sharded_index",
+    "connect",
+    "encode_collection",
+    "require_ray",
+    "serve_sharded_index",
+    "shard_bounds",
+]

@@ -1,0 +1,91 @@
+"""``flmr index --ray`` and ``flmr serve --ray``: the same commands, run on a Ray cluster."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flmr.cli.exit_codes import EXIT_OK
+from flmr.index import IndexExistsError
+
+from .cluster import connect, require_ray
+from .ray_encoding import encode_collection
+from .serve import serve_sharded_index
+from .shard_index import build_sharded_index
+
+
+def index_on_ray(args: argparse.Namespace, collection: Any, image_root: Path | None, checkpoint: str) -> int:
+    """Encode on ``args.workers`` actors, then write ``args.shards`` shard indexes (or one index).
+
+    The embeddings are kept in ``<output>.embeddings/`` until the index is written, so an interrupted
+    run resumes where it stopped when the same command runs again.
+    """
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise IndexExistsError(f"an index already exists at {output}; pass --overwrite to replace it")
+    started = time.perf_counter()
+    ray = require_ray()
+    owns_connection = not ray.is_initialized()
+    connect(args.ray)
+    try:
+        embeddings = output.parent / f"{output.name}.embeddings"
+        parts = encode_collection(
+            collection,
+            embeddings,
+            checkpoint,
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            image_root=image_root,
+            show_progress=not args.quiet,
+        )
+        build_sharded_index(parts, output, num_shards=args.shards, nbits=args.nbits, overwrite=args.overwrite)
+        shutil.rmtree(embeddings)
+    finally:
+        if owns_connection:
+            ray.shutdown()
+    layout = f"{args.shards} shards" if args.shards > 1 else "one index"
+    print(
+        f"indexed {parts.num_documents} documents ({parts.num_vectors} vectors) into {output} as {layout} "
+        f"with {args.workers} Ray workers in {time.perf_counter() - started:.1f} s"
+    )
+    return EXIT_OK
+
+
+def serve_on_ray(args: argparse.Namespace) -> int:
+    """Serve a sharded (or single) index on Ray Serve until interrupted."""
+    if args.device != "cpu":
+        raise ValueError(
+            "`flmr serve --ray` runs shard replicas on CPU; for GPU replicas call "
+            "flmr.distributed.serve_sharded_index(..., gpus_per_replica=..., device='cuda')"
+        )
+    from flmr.serving import ServiceSettings
+
+    connect(args.ray)
+    from ray import serve
+
+    settings = ServiceSettings(max_k=args.max_k, default_k=min(10, args.max_k))
+    serve_sharded_index(
+        args.index,
+        args.checkpoint,
+        host=args.host,
+        port=args.port,
+        replicas=args.replicas,
+        exact=args.exact,
+        settings=settings,
+    )
+    print(
+        f"serving {args.index} on Ray Serve ({args.replicas} replicas per shard) at "
+        f"http://{args.host}:{args.port}/api/search; Ctrl-C stops",
+        file=sys.stderr,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.shutdown()

@@ -1,0 +1,193 @@
+"""Index build from embedding parts: one codec trained on a sample of all parts, shards compressed in parallel.
+
+1. A sample of vectors is drawn uniformly across every part and one ``ResidualCodec`` (centroids and
+   residual quantiser) is trained on it with ``flmr.index.train_codec``.
+2. The collection is cut into ``num_shards`` runs of consecutive documents; each run is compressed with
+   that codec into an ordinary index folder by its own Ray task (``IndexWriter(codec=...)``), in
+   parallel across the cluster.
+3. ``shards.json`` names the shard folders in pid order; ``flmr.search.ShardedSearcher`` and
+   ``flmr.distributed.RayShardedSearcher`` load them as one index. With ``num_shards=1`` the output is
+   a plain index folder instead.
+
+Because the codec is shared, a document's compressed vectors are the same in its shard as in one index
+built with that codec over the whole collection (see ``flmr.search.sharded`` for what that guarantees).
+
+Example:
+    >>> from flmr.distributed import build_sharded_index
+    >>> build_sharded_index("embeddings", "my_sharded_index", num_shards=4, nbits=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flmr.index import (
+    Index,
+    IndexExistsError,
+    IndexWriter,
+    ResidualCodec,
+    default_num_partitions,
+    train_codec,
+)
+from flmr.index.builder import SAMPLE_POINTS_PER_PARTITION
+from flmr.index.storage import MANIFEST_NAME, publish_build_folder
+from flmr.search.sharded import is_sharded_index, write_shards_manifest
+
+from .cluster import connect
+from .embeddings import EmbeddingParts
+
+
+def shard_bounds(num_documents: int, num_shards: int) -> list[int]:
+    """Boundaries of ``num_shards`` runs of consecutive documents whose sizes differ by at most one.
+
+    Example:
+        >>> shard_bounds(10, 3)
+        [0, 4, 7, 10]
+    """
+    if not 1 <= num_shards <= num_documents:
+        raise ValueError(f"num_shards must be between 1 and the {num_documents} documents, got {num_shards}")
+    sizes = [num_documents // num_shards + (i < num_documents % num_shards) for i in range(num_shards)]
+    return [0, *np.cumsum(sizes).tolist()]
+
+
+def train_shared_codec(
+    parts: EmbeddingParts,
+    nbits: int = 2,
+    num_partitions: int | None = None,
+    kmeans_sample_size: int | None = None,
+    kmeans_iterations: int = 20,
+    seed: int = 0,
+) -> ResidualCodec:
+    """The codec of every shard, trained on vectors sampled across all parts (sized like ``IndexWriter``)."""
+    partitions = num_partitions or default_num_partitions(parts.num_vectors)
+    sample_size = kmeans_sample_size or SAMPLE_POINTS_PER_PARTITION * partitions
+    sample = parts.sample(sample_size, seed)
+    return train_codec(sample, nbits, partitions, kmeans_iterations, seed)
+
+
+def build_sharded_index(
+    embeddings: str | os.PathLike | EmbeddingParts,
+    output: str | os.PathLike,
+    *,
+    num_shards: int = 2,
+    nbits: int = 2,
+    num_partitions: int | None = None,
+    kmeans_sample_size: int | None = None,
+    kmeans_iterations: int = 20,
+    seed: int = 0,
+    store_vectors: bool = True,
+    overwrite: bool = False,
+    use_ray: bool = True,
+    cpus_per_task: float = 1,
+    ray_address: str | None = None,
+) -> Path:
+    """Build ``num_shards`` shard indexes (or one index) at ``output`` from an embeddings folder.
+
+    Args:
+        embeddings: a complete embeddings folder (see ``encode_collection``).
+        output: where the sharded index folder (or, for one shard, the index) goes; it appears
+            complete or not at all.
+        num_shards: shards of consecutive documents, of equal document counts.
+        nbits, num_partitions, kmeans_sample_size, kmeans_iterations, seed: as in ``IndexWriter``,
+            for the one shared codec.
+        store_vectors: as in ``IndexWriter``: keep float16 vectors for exact re-ranking.
+        overwrite: replace an index at ``output``.
+        use_ray: compress the shards in parallel Ray tasks (each reads its documents from the shared
+            embeddings folder); otherwise one after the other in this process.
+        cpus_per_task: CPUs reserved by each compression task.
+        ray_address: cluster to connect to when this process is not connected yet (None: in-process).
+
+    Returns the path of the index.
+
+    Example:
+        >>> path = build_sharded_index("embeddings", "sharded", num_shards=2, use_ray=False)  # doctest: +SKIP
+        >>> ShardedSearcher(path).num_documents  # doctest: +SKIP
+    """
+    parts = embeddings if isinstance(embeddings, EmbeddingParts) else EmbeddingParts(embeddings)
+    parts.check_complete()
+    bounds = shard_bounds(parts.num_documents, num_shards)
+    encoder = parts.encoder()
+    codec = train_shared_codec(parts, nbits, num_partitions, kmeans_sample_size, kmeans_iterations, seed)
+    destination = Path(output)
+    folder = _build_folder(destination, overwrite)
+    try:
+        names = [f"shard-{number:05d}" for number in range(num_shards)] if num_shards > 1 else ["index"]
+        jobs = [
+            (
+                str(parts.root),
+                str(folder / name),
+                bounds[i],
+                bounds[i + 1],
+                nbits,
+                seed,
+                store_vectors,
+                encoder,
+            )
+            for i, name in enumerate(names)
+        ]
+        if use_ray:
+            ray = connect(ray_address)
+            task = ray.remote(num_cpus=cpus_per_task)(write_shard)
+            codec_ref = ray.put(codec)
+            ray.get([task.remote(*job[:4], codec_ref, *job[4:]) for job in jobs])
+        else:
+            for job in jobs:
+                write_shard(*job[:4], codec, *job[4:])
+        if num_shards == 1:
+            # one shard is an ordinary index: it takes the place of the build folder
+            single = folder / "index"
+            publish_build_folder(single, destination)
+            shutil.rmtree(folder)
+        else:
+            write_shards_manifest(folder, names, encoder=encoder, nbits=nbits, stores_vectors=store_vectors)
+            publish_build_folder(folder, destination)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return destination
+
+
+def _build_folder(destination: Path, overwrite: bool) -> Path:
+    """A temporary sibling of ``destination`` to build in, once ``destination`` may be replaced."""
+    if destination.exists():
+        if not overwrite:
+            raise IndexExistsError(
+                f"an index already exists at {destination}; pass overwrite=True to replace it"
+            )
+        is_index = (destination / MANIFEST_NAME).is_file() or is_sharded_index(destination)
+        if not is_index and any(destination.iterdir()):
+            raise IndexExistsError(
+                f"refusing to overwrite {destination}: it is a non-empty folder but not an index"
+            )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    folder = destination.parent / f".{destination.name}.building-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    return folder
+
+
+def write_shard(
+    embeddings: str,
+    folder: str,
+    start: int,
+    stop: int,
+    codec: ResidualCodec,
+    nbits: int,
+    seed: int,
+    store_vectors: bool,
+    encoder: dict[str, Any],
+) -> int:
+    """Compress documents ``start..stop-1`` of ``embeddings`` with ``codec`` into the index ``folder``.
+
+    Runs in a Ray task or in-process; returns the number of documents written.
+    """
+    chunks = EmbeddingParts(embeddings).iter_chunks(start, stop)
+    index: Index = IndexWriter(nbits=nbits, seed=seed, codec=codec, store_vectors=store_vectors).write(
+        folder, chunks, encoder=encoder
+    )
+    return index.num_documents

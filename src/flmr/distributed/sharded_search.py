@@ -1,0 +1,126 @@
+"""Sharded search on Ray: one actor per shard (and replica) holds the shard's searcher; the caller merges.
+
+Example:
+    >>> from flmr.distributed import RayShardedSearcher, connect
+    >>> connect("local", num_cpus=2)  # doctest: +SKIP
+    >>> searcher = RayShardedSearcher("my_sharded_index", exact=True)  # doctest: +SKIP
+    >>> hits = searcher.search(query_embeddings, k=10)[0]  # doctest: +SKIP
+    >>> searcher.close()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flmr.index import Index
+from flmr.index.storage import StoredDocument
+from flmr.search.results import SearchHit
+from flmr.search.sharded import load_shards, merge_batches, shard_offsets, shard_searcher
+
+from .cluster import connect
+
+
+class ShardSearchActor:
+    """Holds one shard index (memory-mapped) and its searcher; runs as a Ray actor or Serve replica.
+
+    Example:
+        >>> actor = ShardSearchActor("my_sharded_index/shard-00000", exact=True)  # doctest: +SKIP
+        >>> actor.search(query_embeddings, k=5)[0][0].pid  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        path: str,
+        exact: bool = False,
+        device: str = "cpu",
+        plaid_settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.index = Index.load(path)
+        self.searcher = shard_searcher(self.index, exact, device, **(plaid_settings or {}))
+
+    def search(self, queries: torch.Tensor, k: int, return_documents: bool = False) -> list[list[SearchHit]]:
+        """The shard's top-``k`` hits (local pids) for each query of the batch."""
+        return self.searcher.search(queries, k=k, return_documents=return_documents)
+
+
+class RayShardedSearcher:
+    """Fan a query batch out to one Ray actor per shard, and merge their top-k like ``ShardedSearcher``.
+
+    Args:
+        shards: a sharded index folder, a single index folder or a list of index folders, readable from
+            every node (shared storage).
+        exact: exact MaxSim instead of PLAID in every shard.
+        replicas: actors per shard; successive searches take turns among them, for query load.
+        cpus_per_actor, gpus_per_actor: resources reserved by each actor.
+        device: where each actor searches ("cuda" with ``gpus_per_actor``).
+        ray_address: cluster to connect to when this process is not connected yet (None: in-process).
+        plaid_settings: ``PlaidSearcher`` options for every shard.
+
+    The results are those of ``flmr.search.ShardedSearcher`` over the same shards (the same merge;
+    see ``flmr.search.sharded`` for how they compare with a single index).
+
+    Example:
+        >>> searcher = RayShardedSearcher("my_sharded_index", replicas=2)  # doctest: +SKIP
+        >>> [hit.pid for hit in searcher.search(query_embeddings, k=3)[0]]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        shards: str | Path | Sequence[str | Path],
+        *,
+        exact: bool = False,
+        replicas: int = 1,
+        cpus_per_actor: float = 0.5,
+        gpus_per_actor: float = 0,
+        device: str = "cpu",
+        ray_address: str | None = None,
+        **plaid_settings: Any,
+    ) -> None:
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {replicas}")
+        self._ray = connect(ray_address)
+        # loaded here too (memory-mapped, cheap) for the pid offsets, the codec check and document lookups
+        self.shards = load_shards(shards)
+        self.offsets = shard_offsets([shard.num_documents for shard in self.shards])
+        actor_class = self._ray.remote(ShardSearchActor).options(
+            num_cpus=cpus_per_actor, num_gpus=gpus_per_actor
+        )
+        self.actors = [
+            [actor_class.remote(str(shard.path), exact, device, plaid_settings) for _ in range(replicas)]
+            for shard in self.shards
+        ]
+        self._turns = itertools.count()
+
+    @property
+    def num_documents(self) -> int:
+        return sum(shard.num_documents for shard in self.shards)
+
+    def search(
+        self, queries: torch.Tensor, k: int = 10, return_documents: bool = False
+    ) -> list[list[SearchHit]]:
+        """Top-``k`` hits (global pids) for each query of a (num_queries, q_len, dim) batch."""
+        turn = next(self._turns)
+        batch = self._ray.put(queries.detach().cpu())
+        pending = [
+            replicas[turn % len(replicas)].search.remote(batch, k, return_documents)
+            for replicas in self.actors
+        ]
+        return merge_batches(self._ray.get(pending), self.offsets, k)
+
+    def document(self, pid: int) -> StoredDocument:
+        """Stored fields of global ``pid``."""
+        if not 0 <= pid < self.num_documents:
+            raise IndexError(f"pid {pid} out of range: the sharded index has {self.num_documents} documents")
+        shard = max(i for i, offset in enumerate(self.offsets) if offset <= pid)
+        return self.shards[shard].document(pid - self.offsets[shard])
+
+    def close(self) -> None:
+        """Stop the shard actors."""
+        for actor in itertools.chain.from_iterable(self.actors):
+            self._ray.kill(actor)
+        self.actors = []
