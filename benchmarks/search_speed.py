@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--nbits", type=int, default=2)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument(
+        "--no-store-vectors", action="store_true", help="keep codes only: re-rank on decompressed vectors"
+    )
     args = parser.parse_args()
 
     collection = SyntheticCollection(args.documents, args.mean_length)
@@ -47,16 +50,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.time()
-        index = IndexWriter(nbits=args.nbits).write(Path(folder) / "index", embeddings, doclens)
+        index = IndexWriter(nbits=args.nbits, store_vectors=not args.no_store_vectors).write(
+            Path(folder) / "index", embeddings, doclens
+        )
         build_seconds = time.time() - started
-        stored_bytes = index.codec.bytes_per_vector + 4  # residual codes + int32 centroid id
+        stored_bytes = index.codec.bytes_per_vector + 4  # residual codes + int32 centroid id, read per query
         print(
             f"build: {build_seconds:.1f} s ({build_seconds / 300:.2f} of the 5-minute budget), "
             f"{index.num_partitions} partitions"
         )
         print(
             f"storage: {stored_bytes} bytes per vector = {stored_bytes / 512:.4f} of float32, "
-            f"{stored_bytes / 256:.4f} of float16; whole index folder "
+            f"{stored_bytes / 256:.4f} of float16 (searched in memory); stores float16 vectors for "
+            f"re-ranking: {index.stores_vectors}; whole index folder "
             f"{folder_bytes(Path(folder) / 'index') / embeddings.shape[0]:.1f} bytes per vector"
         )
 

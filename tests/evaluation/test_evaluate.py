@@ -53,7 +53,7 @@ def independent_rankings(model, root, index_path, k):
         Q = model.query(**model.query_tokenizer(texts), pixel_values=pixel_values).late_interaction_output
     # document vectors as the index stores them (compression is the index's business, tested there)
     index = Index.load(index_path)
-    vectors, owners = index.decompress(torch.arange(index.num_documents))
+    vectors, owners = index.document_vectors(torch.arange(index.num_documents))
     stored_ids = [index.document(pid).id for pid in range(index.num_documents)]
     rankings = []
     for q in Q:
