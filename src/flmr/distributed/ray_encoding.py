@@ -106,7 +106,8 @@ def encode_collection(
         # part lets every actor take work.
         numbered = numbered.repartition(max(1, -(-num_documents // rows_per_part)))
         settings = {
-            "checkpoint": str(checkpoint),
+            # resolved, so that a folder reached through a symlink or a relative path resumes too
+            "checkpoint": str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint),
             "num_documents": num_documents,
             "max_length": max_length,
             "storage_dtype": "float16",
