@@ -17,26 +17,6 @@ from flmr.data import SAMPLE_QUERIES
 from helpers import FLMR_TINY, PREFLMR_TINY
 
 
-@pytest.fixture(scope="module")
-def sample_index(tmp_path_factory):
-    """The shipped sample collection indexed with the tiny FLMR through `flmr index`."""
-    output = tmp_path_factory.mktemp("cli") / "sample_index"
-    code = main(
-        [
-            "index",
-            "--checkpoint",
-            str(FLMR_TINY),
-            "--collection",
-            "sample",
-            "--output",
-            str(output),
-            "--quiet",
-        ]
-    )
-    assert code == 0
-    return output
-
-
 def run_json(capsys, argv):
     code = main(argv)
     captured = capsys.readouterr()

@@ -5,24 +5,6 @@ import json
 import pytest
 
 from flmr.cli.main import main
-from helpers import FLMR_TINY
-
-
-@pytest.fixture(scope="module")
-def sample_index(tmp_path_factory):
-    output = tmp_path_factory.mktemp("cli_options") / "sample_index"
-    argv = [
-        "index",
-        "--checkpoint",
-        str(FLMR_TINY),
-        "--collection",
-        "sample",
-        "--output",
-        str(output),
-        "--quiet",
-    ]
-    assert main(argv) == 0
-    return output
 
 
 def search_json(capsys, *argv: str) -> dict:

@@ -14,6 +14,7 @@ from flmr.index import (
     StoredDocument,
     train_codec,
 )
+from flmr.index.storage import new_build_folder
 
 
 def brute_force_inverted_lists(index: Index) -> dict[int, list[int]]:
@@ -254,3 +255,15 @@ def test_writer_rejects_a_codec_of_other_nbits(documents) -> None:
     codec = train_codec(torch.cat(documents[:50]), nbits=4, num_partitions=16)
     with pytest.raises(ValueError, match="nbits=4"):
         IndexWriter(nbits=2, codec=codec)
+
+
+def test_build_folder_replaces_only_folders_holding_an_index_marker(tmp_path) -> None:
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    (sharded / "shards.json").write_text("{}")
+    with pytest.raises(IndexExistsError, match="not an index"):
+        new_build_folder(sharded, overwrite=True)
+    folder = new_build_folder(sharded, overwrite=True, index_markers=("manifest.json", "shards.json"))
+    assert folder.is_dir() and folder.parent == tmp_path and folder.name.startswith(".sharded.building-")
+    with pytest.raises(IndexExistsError, match="pass overwrite=True"):
+        new_build_folder(sharded, overwrite=False, index_markers=("shards.json",))

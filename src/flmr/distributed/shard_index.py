@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,14 @@ import numpy as np
 
 from flmr.index import (
     Index,
-    IndexExistsError,
     IndexWriter,
     ResidualCodec,
     default_num_partitions,
     train_codec,
 )
 from flmr.index.builder import SAMPLE_POINTS_PER_PARTITION
-from flmr.index.storage import MANIFEST_NAME, publish_build_folder
-from flmr.search.sharded import is_sharded_index, write_shards_manifest
+from flmr.index.storage import MANIFEST_NAME, new_build_folder, publish_build_folder
+from flmr.search.sharded import SHARDS_MANIFEST, write_shards_manifest
 
 from .cluster import connect
 from .embeddings import EmbeddingParts
@@ -115,7 +113,7 @@ def build_sharded_index(
     encoder = parts.encoder()
     codec = train_shared_codec(parts, nbits, num_partitions, kmeans_sample_size, kmeans_iterations, seed)
     destination = Path(output)
-    folder = _build_folder(destination, overwrite)
+    folder = new_build_folder(destination, overwrite, (MANIFEST_NAME, SHARDS_MANIFEST))
     try:
         names = [f"shard-{number:05d}" for number in range(num_shards)] if num_shards > 1 else ["index"]
         jobs = [
@@ -151,24 +149,6 @@ def build_sharded_index(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return destination
-
-
-def _build_folder(destination: Path, overwrite: bool) -> Path:
-    """A temporary sibling of ``destination`` to build in, once ``destination`` may be replaced."""
-    if destination.exists():
-        if not overwrite:
-            raise IndexExistsError(
-                f"an index already exists at {destination}; pass overwrite=True to replace it"
-            )
-        is_index = (destination / MANIFEST_NAME).is_file() or is_sharded_index(destination)
-        if not is_index and any(destination.iterdir()):
-            raise IndexExistsError(
-                f"refusing to overwrite {destination}: it is a non-empty folder but not an index"
-            )
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    folder = destination.parent / f".{destination.name}.building-{uuid.uuid4().hex[:8]}"
-    folder.mkdir()
-    return folder
 
 
 def write_shard(

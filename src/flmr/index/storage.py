@@ -208,14 +208,21 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def new_build_folder(destination: Path, overwrite: bool) -> Path:
-    """Check ``destination`` may be written and create the temporary sibling folder to build in."""
+def new_build_folder(
+    destination: Path, overwrite: bool, index_markers: tuple[str, ...] = (MANIFEST_NAME,)
+) -> Path:
+    """Check ``destination`` may be written and create the temporary sibling folder to build in.
+
+    A non-empty ``destination`` is replaced only when it holds one of ``index_markers`` (the manifest
+    files that make a folder an index), so no other folder is ever overwritten.
+    """
     if destination.exists():
         if not overwrite:
             raise IndexExistsError(
                 f"an index already exists at {destination}; pass overwrite=True to replace it"
             )
-        if not (destination / MANIFEST_NAME).is_file() and any(destination.iterdir()):
+        is_index = any((destination / marker).is_file() for marker in index_markers)
+        if not is_index and any(destination.iterdir()):
             raise IndexExistsError(
                 f"refusing to overwrite {destination}: it is a non-empty folder but not an index"
             )
