@@ -13,12 +13,17 @@ Example:
     (200, 'Which text editor can I use in a terminal?')
 
 On the command line, ``--collection sample`` names it: ``flmr index --collection sample ...``.
+
+``bert-base-uncased/vocab.txt`` is the WordPiece vocabulary of bert-base-uncased (Apache-2.0, from
+Google's BERT release), the tokenizers' vocabulary in every published FLMR / PreFLMR checkpoint; the
+tiny checkpoints of `flmr.model.tiny` use it.
 """
 
 from pathlib import Path
 
 SAMPLE_COLLECTION_NAME = "sample"
 SAMPLE_COLLECTION = Path(__file__).resolve().parent / "sample_collection.jsonl"
+BERT_VOCAB_FOLDER = Path(__file__).resolve().parent / "bert-base-uncased"
 SAMPLE_QUERIES = [
     "Which text editor can I use in a terminal?",
     "How do I play chess against the computer?",
@@ -30,4 +35,4 @@ SAMPLE_QUERIES = [
     "software to keep track of my personal finances",
 ]
 
-__all__ = ["SAMPLE_COLLECTION", "SAMPLE_COLLECTION_NAME", "SAMPLE_QUERIES"]
+__all__ = ["BERT_VOCAB_FOLDER", "SAMPLE_COLLECTION", "SAMPLE_COLLECTION_NAME", "SAMPLE_QUERIES"]

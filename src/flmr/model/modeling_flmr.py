@@ -16,10 +16,13 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel, CLIPVisionModel, PreTrainedModel
 from transformers.models.bert.modeling_bert import BertEncoder
-from transformers.utils import ModelOutput, cached_file, logging
+from transformers.utils import CONFIG_NAME, ModelOutput, cached_file, logging
+
+from flmr.hub import cache_only
 
 from .checkpoint_layout import to_model_layout, to_published_layout
 from .configuration_flmr import BERT_BASE_NAMES, FLMRConfig, FLMRTextConfig, FLMRVisionConfig
+from .image_processing import load_image_processor
 from .tokenization_flmr import (
     FLMRContextEncoderTokenizer,
     FLMRQueryEncoderTokenizer,
@@ -768,6 +771,9 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         """
         path = str(pretrained_model_name_or_path)
         hub_kwargs = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
+        probe_file = "/".join(p for p in (hub_kwargs.get("subfolder"), CONFIG_NAME) if p)
+        if cache_only(pretrained_model_name_or_path, "checkpoint", probe_file, hub_kwargs.get("revision")):
+            hub_kwargs["local_files_only"] = True
         config_overrides = {
             k: kwargs.pop(k) for k in list(kwargs) if k in {f.name for f in fields(FLMRConfig)}
         }
@@ -811,7 +817,9 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         return (model, info) if output_loading_info else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
-        """Save as safetensors in the published checkpoints' key layout, with both tokenizers.
+        """Save as safetensors in the published checkpoints' key layout, with both tokenizers and, for a
+        model with a vision encoder, its image processor's ``preprocessor_config.json`` (see
+        [`load_image_processor`]), so that the folder loads without the network.
 
         Example:
             >>> model.save_pretrained("my_flmr")  # then FLMRModelForRetrieval.from_pretrained("my_flmr")
@@ -826,6 +834,16 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         ):
             if tokenizer is not None:
                 tokenizer.save_pretrained(os.path.join(save_directory, folder))
+        if self.config.use_vision_encoder:
+            load_image_processor(self.config).save_pretrained(save_directory)
+
+
+class MissingTokenizerError(OSError):
+    """A checkpoint lacks its ``query_tokenizer/`` or ``context_tokenizer/`` folder (``folder``)."""
+
+    def __init__(self, folder: str, message: str):
+        super().__init__(message)
+        self.folder = folder
 
 
 def _load_tokenizer(cls: type, path: str, folder: str, config: FLMRConfig, hub_kwargs: dict) -> Any:
@@ -834,10 +852,11 @@ def _load_tokenizer(cls: type, path: str, folder: str, config: FLMRConfig, hub_k
     lookup = {**kwargs, "subfolder": subfolder, "_raise_exceptions_for_missing_entries": False}
     # transformers builds an empty tokenizer from a missing folder instead of failing, so look first.
     if not any(cached_file(path, name, **lookup) for name in TOKENIZER_FILES):
-        raise OSError(
+        raise MissingTokenizerError(
+            folder,
             f"{path} has no {folder}/ folder with a vocabulary ({' or '.join(TOKENIZER_FILES)}); an FLMR "
             f"checkpoint keeps its tokenizers there. Pass {folder}={cls.__name__}.from_pretrained(<a folder "
-            "with a BERT vocab.txt>) to from_pretrained"
+            "with a BERT vocab.txt>) to from_pretrained",
         )
     return cls.from_pretrained(path, subfolder=subfolder, text_config=config.text_config, **kwargs)
 
