@@ -40,9 +40,13 @@ def require_extra(module: str, extra: str, feature: str | None = None) -> Module
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        missing = error.name or module
-        raise MissingExtraError(
-            f"{feature or EXTRAS[extra]} needs the `{extra}` extra ({missing} is not installed): "
-            f'pip install "flmr[{extra}]"',
-            name=missing,
-        ) from error
+        raise missing_extra(extra, error.name or module, feature) from error
+
+
+def missing_extra(extra: str, missing: str, feature: str | None = None) -> MissingExtraError:
+    """The error for ``feature`` (default: the ``extra``'s description) lacking the ``missing`` package."""
+    return MissingExtraError(
+        f"{feature or EXTRAS[extra]} needs the `{extra}` extra ({missing} is not installed): "
+        f'pip install "flmr[{extra}]"',
+        name=missing,
+    )

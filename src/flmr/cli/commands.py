@@ -1,4 +1,4 @@
-"""``flmr index``, ``flmr info``, ``flmr search`` and ``flmr serve``."""
+"""``flmr tiny-checkpoint``, ``flmr index``, ``flmr info``, ``flmr search`` and ``flmr serve``."""
 
 import argparse
 import json
@@ -7,14 +7,29 @@ import time
 from pathlib import Path
 
 from flmr.index import Index
+from flmr.retrieval.retriever import encoding_chunks_folder
 
 from .exit_codes import EXIT_OK
 from .loading import checkpoint_name, collection_source, index_checkpoint, load_retriever
 from .output import folder_size, hit_record, human_size, index_summary, print_hits_table, print_index_summary
 
 
+def run_tiny_checkpoint(args: argparse.Namespace) -> int:
+    """Write a tiny randomly initialised checkpoint folder."""
+    from flmr.model.tiny import write_tiny_checkpoint
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise FileExistsError(f"{output} already exists: add --overwrite to replace it")
+    write_tiny_checkpoint(output, args.style, args.seed)
+    print(f"wrote a tiny random {args.style} checkpoint (rankings are meaningless) to {output}")
+    return EXIT_OK
+
+
 def run_index(args: argparse.Namespace) -> int:
     """Encode a collection with a checkpoint and write a compressed index."""
+    if Path(args.output).exists() and not args.overwrite:
+        raise FileExistsError(f"--output {args.output} already exists: add --overwrite to replace it")
     collection, collection_folder = collection_source(args.collection, args.dataset, args.split)
     image_root = Path(args.image_root).resolve() if args.image_root else collection_folder
     checkpoint = checkpoint_name(args.checkpoint)
@@ -24,15 +39,19 @@ def run_index(args: argparse.Namespace) -> int:
         return index_on_ray(args, collection, image_root, checkpoint)
     started = time.perf_counter()
     retriever = load_retriever(checkpoint, args.device, args.batch_size)
-    index = retriever.index(
-        collection,
-        args.output,
-        nbits=args.nbits,
-        overwrite=args.overwrite,
-        image_root=image_root,
-        max_length=args.max_length,
-        show_progress=not args.quiet,
-    )
+    try:
+        index = retriever.index(
+            collection,
+            args.output,
+            nbits=args.nbits,
+            overwrite=args.overwrite,
+            image_root=image_root,
+            max_length=args.max_length,
+            show_progress=not args.quiet,
+        )
+    except BaseException:
+        _point_at_resume_state(args.output)
+        raise
     print(
         f"indexed {index.num_documents} documents ({index.num_vectors} vectors) into {args.output} "
         f"({human_size(folder_size(index.path))}) in {time.perf_counter() - started:.1f} s"
@@ -40,8 +59,22 @@ def run_index(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _point_at_resume_state(output: str) -> None:
+    chunks = encoding_chunks_folder(output)
+    if chunks.is_dir():
+        print(
+            f"note: the documents encoded so far are kept in {chunks}/: the same command resumes from "
+            "them; delete that folder to start over",
+            file=sys.stderr,
+        )
+
+
 def run_info(args: argparse.Namespace) -> int:
     """Describe an index: checkpoint, settings, size on disk, document count."""
+    if Path(args.index).is_file():
+        raise ValueError(
+            f"{args.index} is a file, not an index: give the folder that `flmr index --output` wrote"
+        )
     summary = index_summary(Index.load(args.index))
     if args.json:
         print(json.dumps(summary, indent=2))

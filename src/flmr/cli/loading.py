@@ -1,15 +1,26 @@
-"""What the commands load: checkpoints, indexes and collections, named on the command line."""
+"""What the commands load: checkpoints, indexes and collections, named on the command line.
+
+The argparse types here check values without importing torch or transformers (the parser runs
+before them), the loaders import them when they run.
+"""
+
+from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from flmr.data import SAMPLE_COLLECTION, SAMPLE_COLLECTION_NAME
-from flmr.index import Index
-from flmr.retrieval import Retriever
+from flmr.extras import require_extra
+
+if TYPE_CHECKING:
+    from flmr.index import Index
+    from flmr.retrieval import Retriever
+
+# torch device strings the commands accept
+_DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:\d+)?")
 
 # Indexes built before checkpoints were recorded hold these instead of a name.
 _UNRECORDED = {"", "None"}
@@ -22,10 +33,8 @@ def checkpoint_name(value: str) -> str:
 
 def device_name(value: str) -> str:
     """argparse type of ``--device``: a torch device string such as ``cpu``, ``cuda`` or ``cuda:1``."""
-    try:
-        torch.device(value)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+    if not _DEVICE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device: use cpu, cuda, cuda:N or mps")
     return value
 
 
@@ -41,10 +50,27 @@ def positive_int(value: str) -> int:
 
 
 def load_retriever(checkpoint: str, device: str, batch_size: int = 32) -> Retriever:
-    """Load ``checkpoint`` for encoding on ``device``; the retriever records the checkpoint's name."""
+    """Load ``checkpoint`` for encoding on ``device``; the retriever records the checkpoint's name.
+
+    Raises:
+        ValueError: CUDA asked for and absent, or a checkpoint without its tokenizer folders (in the
+            command line's words).
+    """
+    import torch
+
+    from flmr.model.modeling_flmr import MissingTokenizerError
+    from flmr.retrieval import Retriever
+
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    retriever = Retriever.from_pretrained(checkpoint, device=device, batch_size=batch_size)
+    try:
+        retriever = Retriever.from_pretrained(checkpoint, device=device, batch_size=batch_size)
+    except MissingTokenizerError as error:
+        raise ValueError(
+            f"--checkpoint {checkpoint}: no {error.folder}/ folder with a vocabulary (vocab.txt or "
+            "tokenizer.json); an FLMR checkpoint keeps its query and context tokenizers in query_tokenizer/ "
+            "and context_tokenizer/: copy them from the checkpoint this one was trained from"
+        ) from None
     # Indexes store this fingerprint: with the name in it, `search` and `serve` find the checkpoint again.
     retriever.fingerprint["checkpoint"] = checkpoint
     return retriever
@@ -74,10 +100,7 @@ def collection_source(collection: str | None, dataset: str | None, split: str) -
 
 
 def _load_dataset(name: str, split: str) -> Any:
-    try:
-        import datasets
-    except ImportError:
-        raise ImportError("--dataset needs the `datasets` package: pip install datasets") from None
+    datasets = require_extra("datasets", "evaluation", "--dataset")
     if Path(name).is_dir():
         loaded = datasets.load_from_disk(name)
         return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded

@@ -1,7 +1,8 @@
 """flmr: index collections, search them, serve them over HTTP.
 
 Examples:
-    flmr index --checkpoint ../shared/fidelity/fixtures/public/flmr_tiny --collection sample --output /tmp/idx
+    flmr tiny-checkpoint /tmp/flmr-tiny    # a tiny random checkpoint, to try the commands offline
+    flmr index --checkpoint /tmp/flmr-tiny --collection sample --output /tmp/idx
     flmr info /tmp/idx
     flmr search /tmp/idx "Which text editor can I use in a terminal?"
     flmr search /tmp/idx "What is shown here?" --image photo.jpg --json
@@ -13,26 +14,55 @@ Run `flmr COMMAND --help` for the options of each command.
 """
 
 import argparse
+import importlib
+import os
 import sys
+from collections.abc import Callable
 
+from flmr import __version__
 from flmr.evaluation.cli import add_evaluate_command
-from flmr.index import SUPPORTED_NBITS
 from flmr.search.filters import FilterError, MetadataFilter, parse_filter
 from flmr.training.cli import add_train_command
 
-from .commands import run_index, run_info, run_search, run_serve
-from .exit_codes import EXIT_CODES_HELP, EXIT_FAILURE, EXIT_INTERRUPTED
+from .exit_codes import EXIT_BROKEN_PIPE, EXIT_CODES_HELP, EXIT_FAILURE, EXIT_INTERRUPTED
 from .loading import device_name, positive_int
-from .score import run_score
+from .quiet import quiet_output
 
+# Only argparse and light modules load before the command line is parsed: `--help`, `--version` and
+# usage errors answer at once, and each command imports torch and transformers when it runs.
 _FORMATTER = argparse.RawDescriptionHelpFormatter
+# flmr.index.SUPPORTED_NBITS, which imports torch (tests/cli check that they agree)
+NBITS_CHOICES = (1, 2, 4, 8)
+
+
+def lazy_handler(module: str, function: str) -> Callable[[argparse.Namespace], int]:
+    """A command handler that imports ``module`` (and with it torch) only when the command runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module), function)(args)
+
+    run.__qualname__ = f"{module}.{function}"
+    return run
+
+
+def _quiet_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="no progress bars, no log lines below errors (also from transformers)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flmr", description=__doc__, epilog=EXIT_CODES_HELP, formatter_class=_FORMATTER
     )
+    parser.add_argument("--version", action="version", version=f"flmr {__version__}")
+    _quiet_option(parser, default=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_tiny_checkpoint(commands)
     _add_index(commands)
     _add_info(commands)
     _add_search(commands)
@@ -46,13 +76,39 @@ def build_parser() -> argparse.ArgumentParser:
 def _command(
     commands: argparse._SubParsersAction, name: str, summary: str, examples: str
 ) -> argparse.ArgumentParser:
-    return commands.add_parser(
+    command = commands.add_parser(
         name,
         help=summary,
         description=f"{summary}\n\nexamples:\n{examples}",
         epilog=EXIT_CODES_HELP,
         formatter_class=_FORMATTER,
     )
+    # `flmr COMMAND ... --quiet` as well as `flmr --quiet COMMAND ...` (SUPPRESS keeps the latter's value)
+    _quiet_option(command, default=argparse.SUPPRESS)
+    return command
+
+
+def _add_tiny_checkpoint(commands: argparse._SubParsersAction) -> None:
+    tiny = _command(
+        commands,
+        "tiny-checkpoint",
+        "Write a tiny randomly initialised checkpoint folder (3 MB, offline, in a second).",
+        "  flmr tiny-checkpoint /tmp/flmr-tiny\n"
+        "  flmr tiny-checkpoint /tmp/preflmr-tiny --style preflmr\n\n"
+        "Its weights are random, so its rankings mean nothing: it is for trying the commands and for\n"
+        "tests without network. For real retrieval use a published checkpoint, e.g.\n"
+        "LinWeizheDragon/PreFLMR_ViT-B (needs hub access once; then HF_HUB_OFFLINE=1 reads the cache).",
+    )
+    tiny.add_argument("output", metavar="FOLDER", help="where to write the checkpoint")
+    tiny.add_argument(
+        "--style",
+        choices=("flmr", "preflmr"),
+        default="flmr",
+        help="FLMR (MLP mapping network) or PreFLMR (transformer mapping network) (default: %(default)s)",
+    )
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
+    tiny.add_argument("--overwrite", action="store_true", help="replace an existing folder at FOLDER")
+    tiny.set_defaults(handler=lazy_handler("flmr.cli.commands", "run_tiny_checkpoint"))
 
 
 def _add_index(commands: argparse._SubParsersAction) -> None:
@@ -85,7 +141,7 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
     index.add_argument(
         "--nbits",
         type=int,
-        choices=SUPPORTED_NBITS,
+        choices=NBITS_CHOICES,
         default=2,
         help="bits per residual dimension (default: %(default)s)",
     )
@@ -106,7 +162,6 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
     )
     index.add_argument("--image-root", metavar="FOLDER", help="folder relative image paths start from")
     index.add_argument("--overwrite", action="store_true", help="replace an existing index at --output")
-    index.add_argument("--quiet", action="store_true", help="no progress bars")
     scale_out = index.add_argument_group(
         "scale-out on Ray (needs `pip install flmr[ray]`; see docs/scale-out.md)"
     )
@@ -130,7 +185,7 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
         default=1,
         help="shard indexes to write; more than 1 writes a sharded index folder (default: %(default)s)",
     )
-    index.set_defaults(handler=run_index)
+    index.set_defaults(handler=lazy_handler("flmr.cli.commands", "run_index"))
 
 
 def _add_info(commands: argparse._SubParsersAction) -> None:
@@ -142,7 +197,7 @@ def _add_info(commands: argparse._SubParsersAction) -> None:
     )
     info.add_argument("index", help="index folder")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    info.set_defaults(handler=run_info)
+    info.set_defaults(handler=lazy_handler("flmr.cli.commands", "run_info"))
 
 
 def filter_json(value: str) -> MetadataFilter | None:
@@ -208,7 +263,7 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         help="hybrid fusion: min-max normalised scores or reciprocal ranks (default: %(default)s)",
     )
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    search.set_defaults(handler=run_search)
+    search.set_defaults(handler=lazy_handler("flmr.cli.commands", "run_search"))
 
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
@@ -273,7 +328,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         default=1,
         help="with --ray: replicas of each shard (default: %(default)s)",
     )
-    serve.set_defaults(handler=run_serve)
+    serve.set_defaults(handler=lazy_handler("flmr.cli.commands", "run_serve"))
 
 
 def _add_score(commands: argparse._SubParsersAction) -> None:
@@ -291,7 +346,7 @@ def _add_score(commands: argparse._SubParsersAction) -> None:
     )
     score.add_argument("--image", action="append", help="an image file per query (repeat, in query order)")
     score.add_argument("--image-processor", help="image processor name or folder (default: the config's)")
-    score.set_defaults(handler=run_score)
+    score.set_defaults(handler=lazy_handler("flmr.cli.score", "run_score"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,14 +356,30 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # argparse exits 2 on a usage error, 0 after --help
         return int(stop.code or 0)
+    if args.quiet and hasattr(args, "no_progress"):  # `flmr --quiet evaluate`
+        args.no_progress = True
     try:
-        return args.handler(args)
+        with quiet_output(args.quiet):
+            code = args.handler(args)
+            sys.stdout.flush()  # a reader that went away shows here, not at exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `flmr info --json | head`: the reader stopped reading, as it meant to
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except (OSError, ValueError, RuntimeError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail again on the closed pipe."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (captured by a test): nothing is flushed at exit
+        pass
 
 
 if __name__ == "__main__":

@@ -13,12 +13,42 @@ Example:
     >>> RayShardedSearcher("my_sharded_index").search(query_embeddings, k=10)  # doctest: +SKIP
 """
 
-from .cluster import LOCAL, connect, require_ray
-from .embeddings import EmbeddingParts
-from .ray_encoding import encode_collection
-from .serve import build_application, serve_sharded_index
-from .shard_index import build_sharded_index, shard_bounds
-from .sharded_search import RayShardedSearcher, ShardSearchActor
+from flmr._lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "LOCAL",
+            "connect",
+            "require_ray",
+        ),
+        ".cluster",
+    ),
+    **dict.fromkeys(("EmbeddingParts",), ".embeddings"),
+    **dict.fromkeys(("encode_collection",), ".ray_encoding"),
+    **dict.fromkeys(
+        (
+            "build_application",
+            "serve_sharded_index",
+        ),
+        ".serve",
+    ),
+    **dict.fromkeys(
+        (
+            "build_sharded_index",
+            "shard_bounds",
+        ),
+        ".shard_index",
+    ),
+    **dict.fromkeys(
+        (
+            "RayShardedSearcher",
+            "ShardSearchActor",
+        ),
+        ".sharded_search",
+    ),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, extra="ray")
 
 __all__ = [
     "LOCAL",

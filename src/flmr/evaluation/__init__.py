@@ -8,33 +8,61 @@ Example:
     ... )  # doctest: +SKIP
 """
 
-from .m2kr_data import (
-    M2KR_HUB_NAME,
-    M2KR_TASKS,
-    PSEUDO_RECALL_TASKS,
-    M2KRDataError,
-    M2KRSplit,
-    load_m2kr_config,
-    load_m2kr_split,
-)
-from .metrics import (
-    first_answer_rank,
-    first_relevant_rank,
-    mean_metrics,
-    pseudo_recall_at_ks,
-    recall_at_ks,
-)
-from .queries import query_image, query_text
-from .report import HEADLINE_METRICS, collect_results, markdown_report, write_report
-from .runner import (
-    DEFAULT_KS,
-    EvaluationSettings,
-    EvaluationStateError,
-    TaskResult,
-    evaluate_m2kr,
-    evaluate_task,
-    original_plaid_settings,
-)
+from flmr._lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "M2KR_HUB_NAME",
+            "M2KR_TASKS",
+            "PSEUDO_RECALL_TASKS",
+            "M2KRDataError",
+            "M2KRSplit",
+            "load_m2kr_config",
+            "load_m2kr_split",
+        ),
+        ".m2kr_data",
+    ),
+    **dict.fromkeys(
+        (
+            "DEFAULT_KS",
+            "first_answer_rank",
+            "first_relevant_rank",
+            "mean_metrics",
+            "pseudo_recall_at_ks",
+            "recall_at_ks",
+        ),
+        ".metrics",
+    ),
+    **dict.fromkeys(
+        (
+            "query_image",
+            "query_text",
+        ),
+        ".queries",
+    ),
+    **dict.fromkeys(
+        (
+            "HEADLINE_METRICS",
+            "collect_results",
+            "markdown_report",
+            "write_report",
+        ),
+        ".report",
+    ),
+    **dict.fromkeys(
+        (
+                        "EvaluationSettings",
+            "EvaluationStateError",
+            "TaskResult",
+            "evaluate_m2kr",
+            "evaluate_task",
+            "original_plaid_settings",
+        ),
+        ".runner",
+    ),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, extra="evaluation")
 
 __all__ = [
     "DEFAULT_KS",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .m2kr_data import M2KR_HUB_NAME
 from .report import collect_results, write_report
-from .runner import DEFAULT_KS, EvaluationSettings, evaluate_m2kr
+from .metrics import DEFAULT_KS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -128,6 +128,8 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     if usage_error:
         print(f"flmr evaluate: error: {usage_error}", file=sys.stderr)
         return EXIT_USAGE
+    from .runner import evaluate_m2kr  # torch and transformers: only when evaluating
+
     try:
         settings = _settings(args)
         results = evaluate_m2kr(
@@ -165,7 +167,9 @@ def _usage_error(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _settings(args: argparse.Namespace) -> EvaluationSettings:
+def _settings(args: argparse.Namespace) -> "EvaluationSettings":
+    from .runner import EvaluationSettings
+
     plaid = {
         "ncells": args.ncells,
         "centroid_score_threshold": args.centroid_score_threshold,

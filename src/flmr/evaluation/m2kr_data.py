@@ -15,7 +15,10 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from flmr.extras import require_extra
+from flmr.hub import hub_endpoint, hub_offline, hub_reachable
 
 if TYPE_CHECKING:
     import datasets
@@ -68,11 +71,15 @@ def load_m2kr_config(
     source: str | os.PathLike, config: str, split: str, revision: str | None = None
 ) -> "datasets.Dataset":
     """One split of one config (``"EVQA_data"``, ``"EVQA_passages"``...) from a local folder or the hub."""
-    import datasets  # imported when data is read: it takes seconds, and `flmr --help` needs none of it
-
     root = Path(source)
     if root.is_dir():
         return _load_local(root / config, split)
+    datasets = _datasets()
+    if not hub_offline() and not hub_reachable():
+        raise M2KRDataError(
+            f"{source} is no local folder, and the hub at {hub_endpoint()} cannot be reached: give a local "
+            "copy (save_to_disk or parquet folders), or set HF_HUB_OFFLINE=1 to read the datasets cache"
+        )
     try:
         return datasets.load_dataset(str(source), config, split=split, revision=revision)
     except (ValueError, OSError) as error:
@@ -82,8 +89,13 @@ def load_m2kr_config(
         ) from error
 
 
+def _datasets() -> Any:
+    """The ``datasets`` package (the ``evaluation`` extra), imported when data is read: it takes seconds."""
+    return require_extra("datasets", "evaluation", "reading M2KR data")
+
+
 def _load_local(config_dir: Path, split: str) -> "datasets.Dataset":
-    import datasets
+    datasets = _datasets()
 
     if not config_dir.is_dir():
         raise M2KRDataError(f"{config_dir.parent} has no {config_dir.name}/ folder")

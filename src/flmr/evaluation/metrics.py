@@ -6,6 +6,9 @@ within the top K, so every K comes from one scan of the ranking.
 
 from collections.abc import Iterable, Mapping, Sequence
 
+# the K of Recall@K that evaluations report by default
+DEFAULT_KS = (1, 5, 10, 20, 50, 100, 500)
+
 
 def first_relevant_rank(retrieved_ids: Sequence[str], positive_ids: Iterable[str]) -> int | None:
     """0-based rank of the first retrieved id among ``positive_ids``, or None.

@@ -29,11 +29,10 @@ from flmr.retrieval import Retriever
 from flmr.search import ExactSearcher, PlaidSearcher
 
 from .m2kr_data import PSEUDO_RECALL_TASKS, M2KRDataError, M2KRSplit, load_m2kr_split
-from .metrics import mean_metrics, metric_name, pseudo_recall_at_ks, recall_at_ks
+from .metrics import DEFAULT_KS, mean_metrics, metric_name, pseudo_recall_at_ks, recall_at_ks
 from .queries import query_image, row_query_text
 from .report import write_report
 
-DEFAULT_KS = (1, 5, 10, 20, 50, 100, 500)
 
 
 class EvaluationStateError(ValueError):

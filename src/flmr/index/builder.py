@@ -103,6 +103,7 @@ class IndexWriter:
             by memory map, only for the few documents re-ranked), so search re-ranks by exact MaxSim:
             its scores equal exact search's and recall is lost only in candidate generation. ``False``
             keeps only the codes and re-ranks on decompressed vectors (ColBERTv2/PLAID's trade-off).
+        show_progress: show a progress bar while compressing.
 
     Example:
         >>> docs = [torch.nn.functional.normalize(torch.randn(30, 16), dim=-1) for _ in range(100)]
@@ -120,6 +121,7 @@ class IndexWriter:
     device: str | torch.device = "cpu"
     codec: ResidualCodec | None = None
     store_vectors: bool = True
+    show_progress: bool = True
 
     def __post_init__(self) -> None:
         check_nbits(self.nbits)
@@ -190,6 +192,7 @@ class IndexWriter:
             device,
             total_chunks,
             self.store_vectors,
+            self.show_progress,
         )
         if written.num_vectors == 0:
             raise ValueError("empty collection: no document has any vector")

@@ -43,10 +43,12 @@ def write_segment(
     device: torch.device,
     total_chunks: int | None = None,
     store_vectors: bool = False,
+    show_progress: bool = True,
 ) -> WrittenSegment:
     """Compress ``chunks`` with ``codec`` into a new segment folder; pids start at ``first_pid``.
 
-    ``store_vectors`` also keeps every vector as float16, for exact re-ranking.
+    ``store_vectors`` also keeps every vector as float16, for exact re-ranking; ``show_progress`` shows a
+    progress bar.
     """
     folder.mkdir(parents=True)
     pid = first_pid
@@ -63,7 +65,9 @@ def write_segment(
             if store_vectors
             else None
         )
-        for raw_chunk in tqdm(chunks, desc="compressing", unit="chunk", total=total_chunks, leave=False):
+        for raw_chunk in tqdm(
+            chunks, desc="compressing", unit="chunk", total=total_chunks, leave=False, disable=not show_progress
+        ):
             chunk = validate_chunk(raw_chunk, codec.dim, pid)
             vectors = chunk.embeddings.to(device)
             centroid_ids = assigner.assign(vectors)

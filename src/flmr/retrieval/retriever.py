@@ -29,6 +29,13 @@ from flmr.search.hybrid import Fusion, HybridSearcher
 ENCODING_CHUNK_SIZE = 10_000
 
 
+def encoding_chunks_folder(path: str | os.PathLike) -> Path:
+    """Where [`Retriever.index`] keeps the encoded chunks of the index at ``path`` until it is written:
+    ``<path>.chunks/`` beside it; the state an interrupted run resumes from."""
+    path = Path(path)
+    return path.parent / f"{path.name}.chunks"
+
+
 class EncoderMismatchError(ValueError):
     """An index was built with another checkpoint than the one that encodes the queries."""
 
@@ -111,8 +118,8 @@ class Retriever:
         if path.exists() and not overwrite:
             raise IndexExistsError(f"an index already exists at {path}; pass overwrite=True to replace it")
         documents = read_collection(collection, image_root)
-        chunk_dir = path.parent / f"{path.name}.chunks"
-        writer = IndexWriter(nbits=nbits, device=self.device, **writer_settings)
+        chunk_dir = encoding_chunks_folder(path)
+        writer = IndexWriter(nbits=nbits, device=self.device, show_progress=show_progress, **writer_settings)
         chunks = self._encoded_chunks(documents, chunk_dir, max_length, show_progress)
         index = writer.write(path, chunks, encoder=self.fingerprint, overwrite=overwrite)
         shutil.rmtree(chunk_dir, ignore_errors=True)

@@ -26,7 +26,16 @@ def index_path(
 
 
 def _device(use_gpu: bool) -> str:
-    return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+    """``"cuda"`` when asked for, ``"cpu"`` otherwise; asking for CUDA where there is none is an error
+    (not a silent fall-back to a CPU run that may take hours)."""
+    if not use_gpu:
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "use_gpu=True, but CUDA is not available here (torch.cuda.is_available() is False): pass "
+            "use_gpu=False to run on the CPU, or install a CUDA build of torch"
+        )
+    return "cuda"
 
 
 def index_custom_collection(
@@ -55,7 +64,7 @@ def index_custom_collection(
         nbits: bits per residual dimension (1, 2, 4 or 8).
         doc_maxlen: token limit of a document.
         overwrite: replace an existing index; without it an existing index is an error.
-        use_gpu: encode and compress on CUDA when available.
+        use_gpu: encode and compress on CUDA; ``RuntimeError`` when CUDA is not available.
         indexing_batch_size: documents per forward pass.
         model_temp_folder, nranks: accepted for compatibility; nothing is written there and one
             process encodes (scale-out runs through Ray).
@@ -94,7 +103,8 @@ def create_searcher(
     """Open an index made by [`index_custom_collection`] for PLAID search.
 
     ``search_settings`` are [`PlaidSearcher`]'s (``ncells``, ``centroid_score_threshold``, ``ndocs``,
-    ``candidate_query_vectors``).
+    ``candidate_query_vectors``). ``use_gpu=True`` searches on CUDA and raises ``RuntimeError`` when
+    CUDA is not available, rather than falling back to the CPU unnoticed.
     """
     index = Index.load(index_path(index_root_path, index_experiment_name, index_name, nbits))
     return PlaidSearcher(index, device=_device(use_gpu), **search_settings)

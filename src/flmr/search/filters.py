@@ -39,12 +39,14 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from flmr.index.index import Index
+if TYPE_CHECKING:  # torch and the index load on use, so that the command line checks filters quickly
+    import torch
+
+    from flmr.index.index import Index
 
 ID_FIELD = "$id"
 RANGE_OPERATORS = ("$gt", "$gte", "$lt", "$lte")
@@ -79,6 +81,8 @@ class MetadataFilter:
 
     def mask(self, index: Index) -> torch.Tensor:
         """(num_documents,) bool tensor: True for the documents that match and are not deleted."""
+        import torch
+
         columns = _columns_for(index, self.fields)
         matched = ~index.deleted.numpy()
         for condition in self.conditions:

@@ -38,10 +38,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import bm25s
 import numpy as np
 import torch
 
+from flmr.extras import require_extra
 from flmr.index.index import Index
 from flmr.search.exact import ExactSearcher, score_documents
 from flmr.search.filters import MetadataFilter, compile_filter, store_key, stored_records
@@ -63,8 +63,13 @@ class HybridHit(SearchHit):
     bm25_score: float = 0.0
 
 
+def _bm25s() -> Any:
+    """The ``bm25s`` package (the ``hybrid`` extra), imported on first use."""
+    return require_extra("bm25s", "hybrid")
+
+
 def _tokenize(texts: Sequence[str]) -> list[list[str]]:
-    return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
+    return _bm25s().tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
 
 
 class BM25Index:
@@ -78,7 +83,7 @@ class BM25Index:
 
     def __init__(self, texts: Sequence[str]) -> None:
         self.num_documents = len(texts)
-        self._bm25 = bm25s.BM25(k1=1.5, b=0.75)
+        self._bm25 = _bm25s().BM25(k1=1.5, b=0.75)
         self._bm25.index(_tokenize(texts), show_progress=False)
 
     @classmethod

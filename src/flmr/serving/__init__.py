@@ -7,9 +7,20 @@ Example:
     >>> app = create_app(retriever, index, ServiceSettings(max_k=50))  # doctest: +SKIP
 """
 
-from .app import create_app
-from .batching import DynamicBatcher
-from .engine import SearchEngine, SearchQuery
-from .settings import ServiceSettings
+from flmr._lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(("create_app",), ".app"),
+    **dict.fromkeys(("DynamicBatcher",), ".batching"),
+    **dict.fromkeys(
+        (
+            "SearchEngine",
+            "SearchQuery",
+        ),
+        ".engine",
+    ),
+    **dict.fromkeys(("ServiceSettings",), ".settings"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, extra="serve")
 
 __all__ = ["DynamicBatcher", "SearchEngine", "SearchQuery", "ServiceSettings", "create_app"]

@@ -6,40 +6,36 @@ Example:
     >>> finetune("LinWeizheDragon/PreFLMR_ViT-B", train, "saved_models", FinetuneConfig(max_steps=100))  # doctest: +SKIP
 """
 
-import importlib
-from typing import Any
+from flmr._lazy import lazy_exports
 
-from .batches import PREFLMR_INSTRUCTIONS, ContrastiveCollator, instruction_for, pick_negatives
-from .config import FinetuneConfig
-from .data import (
-    ContrastiveExample,
-    DatasetPassages,
-    Passage,
-    TrainingData,
-    TrainingDataError,
-    load_training_data,
-    m2kr_training_data,
-    read_jsonl_examples,
-)
-from .validation import RetrievalValidator
-
-# These need PyTorch Lightning, which takes seconds to import: loaded on first use, so that the
-# `flmr` command and the data helpers stay fast.
-_LIGHTNING_EXPORTS = {
-    "finetune": ".trainer",
-    "FinetuneResult": ".trainer",
-    "ContrastiveFinetuner": ".lightning_module",
-    "ExamplesPerSecond": ".lightning_module",
-    "SavePretrainedCheckpoints": ".lightning_module",
-    "freeze_vision_encoders": ".lightning_module",
+# Imported on first use: the `flmr` command and the data helpers stay fast, and the modules that need
+# PyTorch Lightning (the `training` extra) say so when it is missing.
+_EXPORTS = {
+    **dict.fromkeys(
+        ("PREFLMR_INSTRUCTIONS", "ContrastiveCollator", "instruction_for", "pick_negatives"), ".batches"
+    ),
+    **dict.fromkeys(("FinetuneConfig",), ".config"),
+    **dict.fromkeys(
+        (
+            "ContrastiveExample",
+            "DatasetPassages",
+            "Passage",
+            "TrainingData",
+            "TrainingDataError",
+            "load_training_data",
+            "m2kr_training_data",
+            "read_jsonl_examples",
+        ),
+        ".data",
+    ),
+    **dict.fromkeys(("RetrievalValidator",), ".validation"),
+    **dict.fromkeys(("finetune", "FinetuneResult"), ".trainer"),
+    **dict.fromkeys(
+        ("ContrastiveFinetuner", "ExamplesPerSecond", "SavePretrainedCheckpoints", "freeze_vision_encoders"),
+        ".lightning_module",
+    ),
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LIGHTNING_EXPORTS:
-        return getattr(importlib.import_module(_LIGHTNING_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, extra="training")
 
 __all__ = [
     "PREFLMR_INSTRUCTIONS",

@@ -10,6 +10,7 @@ from PIL import Image
 from flmr.encoding.images import open_image
 from flmr.evaluation.queries import query_image, query_text
 
+from .config import INSTRUCTION_MODES
 from .data import ContrastiveExample, Passage, TrainingDataError
 
 # The 8 fixed instructions the original finetuning script samples from, one per query (the
@@ -24,7 +25,6 @@ PREFLMR_INSTRUCTIONS = (
     "With the provided image, gather documents that offer a solution to the question: ",
     "Utilizing the given image, obtain documents that respond to the following question: ",
 )
-INSTRUCTION_MODES = ("sampled", "dataset", "none")
 MAX_NEGATIVE_DRAWS_PER_SLOT = 50
 
 

@@ -5,8 +5,7 @@ import sys
 
 from flmr.evaluation.m2kr_data import M2KR_HUB_NAME
 
-from .batches import INSTRUCTION_MODES
-from .config import LOGGERS, FinetuneConfig
+from .config import INSTRUCTION_MODES, LOGGERS, FinetuneConfig
 from .data import TrainingData, load_training_data
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -129,7 +128,7 @@ def run_train_command(args: argparse.Namespace) -> int:
     if usage_error:
         print(f"flmr train: error: {usage_error}", file=sys.stderr)
         return EXIT_USAGE
-    from .trainer import finetune  # PyTorch Lightning loads in seconds: only when training
+    from flmr.training import finetune  # PyTorch Lightning loads in seconds: only when training
 
     try:
         config = _config(args)

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
+# where query instructions come from: sampled from the PreFLMR list, the dataset's own, or none
+INSTRUCTION_MODES = ("sampled", "dataset", "none")
 
 
 @dataclass
