@@ -1,19 +1,40 @@
-"""Shared test helpers (paths of the fidelity fixtures, the real BERT vocab, tiny configs, texts).
+"""Shared test helpers (tiny checkpoints, the fidelity fixtures, the real BERT vocab, tiny configs, texts).
 
 Test modules import these as ``from helpers import ...``: several folders have a conftest.py, so
 ``conftest`` is not a unique module name.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import pytest
+
 import flmr
+from flmr.model.tiny import write_tiny_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Tiny random checkpoints written by the project itself (`flmr tiny-checkpoint`), once per test process:
+# every test that needs "a checkpoint" uses these, so the suite runs from a plain clone.
+_CHECKPOINTS = Path(tempfile.mkdtemp(prefix="flmr-test-checkpoints-"))
+atexit.register(shutil.rmtree, _CHECKPOINTS, ignore_errors=True)
+FLMR_TINY = write_tiny_checkpoint(_CHECKPOINTS / "flmr_tiny", "flmr")
+PREFLMR_TINY = write_tiny_checkpoint(_CHECKPOINTS / "preflmr_tiny", "preflmr")
+
+# The original implementation's own tiny checkpoints and golden outputs live in ../shared (the fidelity
+# fixtures, see ../shared/README.md); the tests of fidelity to the original use them and skip without.
 SHARED = Path(os.environ.get("FLMR_SHARED", REPO_ROOT.parent / "shared"))
 FIXTURES = SHARED / "fidelity" / "fixtures" / "public"
-FLMR_TINY = FIXTURES / "flmr_tiny"
-PREFLMR_TINY = FIXTURES / "preflmr_tiny"
+ORIGINAL_FLMR_TINY = FIXTURES / "flmr_tiny"
+ORIGINAL_PREFLMR_TINY = FIXTURES / "preflmr_tiny"
+needs_shared = pytest.mark.skipif(
+    not FIXTURES.is_dir(),
+    reason=f"compares with the original implementation's fixtures in ../shared, not found at {FIXTURES} "
+    "(set FLMR_SHARED to their folder)",
+)
 
 
 def minilm_folder() -> Path:
@@ -67,3 +88,39 @@ DOCUMENTS = [
     "Beijing is the capital of China; it has been the seat of government for centuries.",
     "Robins (Turdus migratorius) -- a thrush; eats worms, berries & insects...",
 ]
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 300, **kwargs):
+    """Run ``code`` in a fresh interpreter (this checkout's ``flmr``); returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    environment = dict(os.environ if env is None else env)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT / "src"), str(REPO_ROOT / "tests"), environment.get("PYTHONPATH", "")]
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def hub_unreachable_environment() -> dict[str, str]:
+    """The environment of an offline machine that does not say so: HF_HUB_OFFLINE unset, the hub
+    endpoint a closed port on 127.0.0.1."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{closed_port()}"
+    return env

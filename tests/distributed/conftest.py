@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import SHARED
+from flmr.data import SAMPLE_COLLECTION
 
 NUM_TEXT_DOCUMENTS = 56
 
@@ -29,8 +29,11 @@ def ray_cluster():
 def collection_file(tmp_path_factory):
     """A JSONL collection: 56 Debian package descriptions (extra fields become metadata) and 2 images."""
     folder = tmp_path_factory.mktemp("collection")
-    lines = (SHARED / "fidelity" / "fixtures" / "retrieval" / "collection.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines[:NUM_TEXT_DOCUMENTS]]
+    samples = [json.loads(line) for line in SAMPLE_COLLECTION.read_text().splitlines()[:NUM_TEXT_DOCUMENTS]]
+    rows = [
+        {"id": row["id"], "text": row["text"], "package": row["id"], "summary": row["metadata"]["summary"]}
+        for row in samples
+    ]
     rng = np.random.default_rng(0)
     for name in ("red", "blue"):
         Image.fromarray((rng.random((40, 48, 3)) * 255).astype("uint8")).save(folder / f"{name}.png")

@@ -10,7 +10,12 @@ from transformers import AutoConfig, AutoModel
 
 import flmr
 from flmr.model.checkpoint_layout import key_aliases
-from helpers import FLMR_TINY, PREFLMR_TINY, minilm_folder, tiny_config
+from helpers import ORIGINAL_FLMR_TINY as FLMR_TINY
+from helpers import ORIGINAL_PREFLMR_TINY as PREFLMR_TINY
+from helpers import minilm_folder, needs_shared, tiny_config
+
+# loads the original implementation's saved checkpoints (every key alias, its configs)
+pytestmark = needs_shared
 
 
 @pytest.fixture(scope="module")

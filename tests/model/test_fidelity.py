@@ -5,7 +5,9 @@ import re
 import subprocess
 import sys
 
-from helpers import REPO_ROOT, SHARED
+from helpers import REPO_ROOT, SHARED, needs_shared
+
+pytestmark = needs_shared
 
 
 def test_both_fixtures_match_the_original_implementation():

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoTokenizer
 
 import flmr
-from helpers import FLMR_TINY, minilm_folder
+from helpers import ORIGINAL_FLMR_TINY, minilm_folder, needs_shared
 
 
 def test_query_marker_mask_padding_and_length(query_tokenizer):
@@ -53,11 +53,12 @@ def test_context_marker_padding_and_doc_maxlen_cap(context_tokenizer):
     assert context_tokenizer(["x"])["input_ids"].shape == (1, 512)
 
 
+@needs_shared  # the original's saved tokenizer configs
 def test_fixture_tokenizers_load_with_and_without_text_config():
-    config = flmr.FLMRConfig.from_pretrained(FLMR_TINY)
-    plain = flmr.FLMRQueryEncoderTokenizer.from_pretrained(FLMR_TINY, subfolder="query_tokenizer")
+    config = flmr.FLMRConfig.from_pretrained(ORIGINAL_FLMR_TINY)
+    plain = flmr.FLMRQueryEncoderTokenizer.from_pretrained(ORIGINAL_FLMR_TINY, subfolder="query_tokenizer")
     with_config = flmr.FLMRQueryEncoderTokenizer.from_pretrained(
-        FLMR_TINY, subfolder="query_tokenizer", text_config=config.text_config
+        ORIGINAL_FLMR_TINY, subfolder="query_tokenizer", text_config=config.text_config
     )
     assert torch.equal(plain(["tower"])["input_ids"], with_config(["tower"])["input_ids"])
 
@@ -69,8 +70,9 @@ def test_fixture_tokenizers_load_with_and_without_text_config():
         ("context_tokenizer", flmr.FLMRContextEncoderTokenizer),
     ],
 )
+@needs_shared  # the class names the original stored
 def test_auto_tokenizer_resolves_the_stored_class_names(subfolder, cls):
-    tok = AutoTokenizer.from_pretrained(FLMR_TINY, subfolder=subfolder)
+    tok = AutoTokenizer.from_pretrained(ORIGINAL_FLMR_TINY, subfolder=subfolder)
     assert isinstance(tok, cls)
 
 

@@ -9,16 +9,12 @@ from PIL import Image
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 import flmr
+from flmr.data import SAMPLE_COLLECTION
 from flmr.index import IndexExistsError
 from flmr.retrieval import EncoderMismatchError, Retriever
-from helpers import FLMR_TINY, SHARED, tiny_config
+from helpers import FLMR_TINY, tiny_config
 
-COLLECTION = [
-    json.loads(line)["text"]
-    for line in (SHARED / "fidelity" / "fixtures" / "retrieval" / "collection.jsonl")
-    .read_text()
-    .splitlines()[:80]
-]
+COLLECTION = [json.loads(line)["text"] for line in SAMPLE_COLLECTION.read_text().splitlines()[:80]]
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +125,7 @@ def test_retriever_stores_documents_adds_and_deletes(model, tmp_path):
 
 def test_searching_with_another_checkpoint_is_refused(model, make_model, tmp_path):
     Retriever(model).index(COLLECTION[:5], tmp_path / "idx", nbits=2, show_progress=False)
-    other = make_model(tiny_config())
+    other = make_model(tiny_config(), seed=1)  # seed 0 would rebuild FLMR_TINY itself
     with pytest.raises(EncoderMismatchError, match="built with another checkpoint"):
         Retriever(other).search("x", tmp_path / "idx")
 
@@ -146,3 +142,11 @@ def test_text_and_image_documents_and_queries(model, tmp_path):
     assert index.document(3).image_path == str(tmp_path / "3.png")
     hits = retriever.search([COLLECTION[2]], index, k=3, images=[tmp_path / "2.png"], exact=True)[0]
     assert len(hits) == 3 and hits[0].score >= hits[-1].score
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_use_gpu_without_cuda_is_an_error_not_a_silent_cpu_run(model, seed_index):
+    with pytest.raises(RuntimeError, match="use_gpu=True, but CUDA is not available here"):
+        flmr.create_searcher(
+            index_root_path=seed_index, index_experiment_name="e", index_name="i", nbits=2, use_gpu=True
+        )

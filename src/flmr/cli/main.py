@@ -14,6 +14,7 @@ Run `flmr COMMAND --help` for the options of each command.
 """
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -376,10 +377,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _discard_stdout() -> None:
     """Point stdout at /dev/null, so that Python's flush at exit does not fail again on the closed pipe."""
-    try:
+    # ValueError, OSError: stdout is no file (captured by a test), so nothing is flushed at exit
+    with contextlib.suppress(OSError, ValueError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout is no file (captured by a test): nothing is flushed at exit
-        pass
 
 
 if __name__ == "__main__":

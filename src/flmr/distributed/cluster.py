@@ -6,6 +6,8 @@ import os
 from types import ModuleType
 from typing import Any
 
+from flmr.extras import require_extra
+
 LOCAL = "local"
 # Ray rewrites 127.0.0.1 to the host's outward address; any other loopback address stays on loopback.
 LOCAL_NODE_ADDRESS = "127.0.0.2"
@@ -17,13 +19,7 @@ def require_ray() -> ModuleType:
     Example:
         >>> ray = require_ray()  # doctest: +SKIP
     """
-    try:
-        import ray
-    except ImportError:
-        raise ImportError(
-            'the scale-out path needs Ray: pip install "flmr[ray]" (ray[data,serve] >= 2.40)'
-        ) from None
-    return ray
+    return require_extra("ray", "ray")
 
 
 def connect(address: str | None = LOCAL, num_cpus: int | None = None, **init_options: Any) -> ModuleType:

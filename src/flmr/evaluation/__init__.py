@@ -52,7 +52,7 @@ _EXPORTS = {
     ),
     **dict.fromkeys(
         (
-                        "EvaluationSettings",
+            "EvaluationSettings",
             "EvaluationStateError",
             "TaskResult",
             "evaluate_m2kr",

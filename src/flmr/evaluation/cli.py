@@ -1,13 +1,19 @@
 """``flmr evaluate``: the command-line front of [`evaluate_m2kr`]."""
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .m2kr_data import M2KR_HUB_NAME
-from .report import collect_results, write_report
 from .metrics import DEFAULT_KS
+from .report import collect_results, write_report
+
+if TYPE_CHECKING:  # the runner imports torch and transformers: only when evaluating
+    from .runner import EvaluationSettings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -167,7 +173,7 @@ def _usage_error(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _settings(args: argparse.Namespace) -> "EvaluationSettings":
+def _settings(args: argparse.Namespace) -> EvaluationSettings:
     from .runner import EvaluationSettings
 
     plaid = {

@@ -34,7 +34,6 @@ from .queries import query_image, row_query_text
 from .report import write_report
 
 
-
 class EvaluationStateError(ValueError):
     """A run folder holds a run started with other settings, or an index built from other passages."""
 

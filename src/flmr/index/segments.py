@@ -66,7 +66,12 @@ def write_segment(
             else None
         )
         for raw_chunk in tqdm(
-            chunks, desc="compressing", unit="chunk", total=total_chunks, leave=False, disable=not show_progress
+            chunks,
+            desc="compressing",
+            unit="chunk",
+            total=total_chunks,
+            leave=False,
+            disable=not show_progress,
         ):
             chunk = validate_chunk(raw_chunk, codec.dim, pid)
             vectors = chunk.embeddings.to(device)
