@@ -146,7 +146,10 @@ def test_text_and_image_documents_and_queries(model, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_use_gpu_without_cuda_is_an_error_not_a_silent_cpu_run(model, seed_index):
+    root, _ = seed_index
+    names = {"index_experiment_name": "test_experiment", "index_name": "test_index", "nbits": 2}
+    assert flmr.create_searcher(index_root_path=root, use_gpu=False, **names).device.type == "cpu"
     with pytest.raises(RuntimeError, match="use_gpu=True, but CUDA is not available here"):
-        flmr.create_searcher(
-            index_root_path=seed_index, index_experiment_name="e", index_name="i", nbits=2, use_gpu=True
-        )
+        flmr.create_searcher(index_root_path=root, use_gpu=True, **names)
+    with pytest.raises(RuntimeError, match="pass use_gpu=False to run on the CPU"):
+        flmr.index_custom_collection(["a"], model, root, "e", "gpu", nbits=2, use_gpu=True)

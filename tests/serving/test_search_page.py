@@ -229,7 +229,7 @@ def test_results_highlight_the_tokens_that_add_to_the_score(page):
         api["results"][0]["explanation"] is None
     )  # the page asks for explanations, the API default does not
     assert len(results) == 5
-    alphas = []
+    alphas, marks = [], []
     for result in results:
         assert result["marks"], "every result has highlighted tokens"
         # highlighted tokens plus the summary (images, special tokens; 2 decimals each) give the score
@@ -242,7 +242,14 @@ def test_results_highlight_the_tokens_that_add_to_the_score(page):
             red, green, blue, alpha = (float(v) for v in mark["background"][5:-1].split(","))
             assert (red, green, blue) == (36, 87, 197) and 0.1 <= alpha <= 0.9 + 1e-6
             alphas.append(alpha)
-    assert max(alphas) == pytest.approx(0.9, abs=1e-3) and min(alphas) < 0.9  # shaded by contribution
+            marks.append(mark)
+    # shaded by contribution: alpha = 0.1 + 0.8 * contribution / (the page's largest contribution, which
+    # may be a special token's or an image's, shown in the summary only); colours keep alpha in 1/255 steps
+    top_alpha, top = max(zip(alphas, marks, strict=True), key=lambda pair: pair[1]["contribution"])
+    scale = (top_alpha - 0.1) / top["contribution"]
+    for alpha, mark in zip(alphas, marks, strict=True):
+        assert alpha == pytest.approx(0.1 + scale * mark["contribution"], abs=5e-3)
+    assert 0 < scale <= 0.8 / top["contribution"] + 1e-2 and min(alphas) < max(alphas)
 
     devtools.evaluate("document.getElementById('explain').click()")  # off: plain text, no highlights
     search_from_the_form(devtools, question, None, 5)

@@ -75,7 +75,7 @@ def train_once(train, valid, output_dir):
 def test_a_few_steps_lower_the_loss(trained, toy):
     model, result, loss_before, _ = trained
     assert result.global_step == 30
-    assert fixed_batch_loss(model, toy[0]) < 0.8 * loss_before
+    assert fixed_batch_loss(model, toy[0]) < 0.85 * loss_before
 
 
 def test_checkpoints_after_each_validation_and_at_the_end(trained):

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from flmr.extras import require_extra
 from flmr.index import Index
 from flmr.retrieval.retriever import encoding_chunks_folder
 
@@ -125,15 +126,9 @@ def run_serve(args: argparse.Namespace) -> int:
         from flmr.distributed.cli import serve_on_ray
 
         return serve_on_ray(args)
-    try:
-        import uvicorn
+    uvicorn = require_extra("uvicorn", "serve", "`flmr serve`")
+    from flmr.serving import SearchEngine, ServiceSettings, create_app  # names the `serve` extra if missing
 
-        from flmr.serving import SearchEngine, ServiceSettings, create_app
-    except ImportError as error:
-        raise ImportError(
-            f"`flmr serve` needs the serving packages ({error.name} is missing): "
-            "pip install fastapi uvicorn python-multipart"
-        ) from None
     index = Index.load(args.index)
     retriever = load_retriever(index_checkpoint(index, args.checkpoint), args.device, args.max_batch_size)
     settings = ServiceSettings(

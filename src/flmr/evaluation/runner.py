@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from flmr.encoding import QueryEncoder, model_fingerprint
+from flmr.encoding import QueryEncoder, model_fingerprint, same_encoder
 from flmr.index import Index
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import resolve_image_processor
@@ -309,10 +309,9 @@ def _passage_index(
 ) -> Index:
     root = Path(settings.index_root) if settings.index_root is not None else run_dir
     path = root / f"{data.task}_{data.split}_passages.nbits={settings.nbits}"
-    digest = model_fingerprint(model)["digest"]
     if path.is_dir() and not settings.reindex:
         index = Index.load(path)
-        if index.encoder.get("digest") != digest:
+        if not same_encoder(index.encoder, model_fingerprint(model)):
             raise EvaluationStateError(
                 f"the index at {path} was built with another checkpoint; rebuild it (reindex) or use another folder"
             )
