@@ -178,7 +178,9 @@ class Retriever:
             else list(instruction)
         )
         if len(instructions) != len(texts):
-            raise ValueError(f"{len(instructions)} instructions for {len(texts)} queries: give one, or one per query")
+            raise ValueError(
+                f"{len(instructions)} instructions for {len(texts)} queries: give one, or one per query"
+            )
         token = self.model.config.mask_instruction_token
         return [
             build_query_text(

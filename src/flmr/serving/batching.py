@@ -25,6 +25,10 @@ ResultT = TypeVar("ResultT")
 logger = logging.getLogger(__name__)
 
 
+class BatchResultError(RuntimeError):
+    """``process_batch`` broke its contract (not one result per request): a bug, not a bad request."""
+
+
 @dataclass
 class _Pending(Generic[RequestT, ResultT]):
     request: RequestT
@@ -150,7 +154,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             _fail(batch, RuntimeError("the batcher stopped"))
             raise
         except Exception as error:
-            if len(batch) == 1:
+            if len(batch) == 1 or isinstance(error, BatchResultError):
                 self._log_failure(error)
                 _fail(batch, error)
                 return
@@ -178,9 +182,13 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             pending.future.set_result(result)
 
     async def _run_batch(self, requests: list[RequestT]) -> Sequence[ResultT]:
-        results = await asyncio.get_running_loop().run_in_executor(self._executor, self.process_batch, requests)
+        results = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.process_batch, requests
+        )
         if len(results) != len(requests):
-            raise RuntimeError(f"process_batch returned {len(results)} results for {len(requests)} requests")
+            raise BatchResultError(
+                f"process_batch returned {len(results)} results for {len(requests)} requests"
+            )
         return results
 
     def _log_failure(self, error: Exception) -> None:

@@ -76,7 +76,8 @@ def checked_text(text: str, what: str, settings: ServiceSettings) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
         raise InputError(
-            422, f"{what} is not valid Unicode: it holds the lone surrogate U+{ord(error.object[error.start]):04X}"
+            422,
+            f"{what} is not valid Unicode: it holds the lone surrogate U+{ord(error.object[error.start]):04X}",
         ) from None
     return text
 
