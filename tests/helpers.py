@@ -84,7 +84,11 @@ def build_preflmr_index(folder: Path):
     Image.new("RGB", (64, 48), (200, 30, 30)).save(front)
     Image.new("RGB", (64, 48), (30, 30, 200)).save(back)
     rows = [
-        {"id": "dune", "text": "Dune is a science fiction novel by Frank Herbert.", "metadata": {"year": 1965}},
+        {
+            "id": "dune",
+            "text": "Dune is a science fiction novel by Frank Herbert.",
+            "metadata": {"year": 1965},
+        },
         {"id": "screens", "text": "Laptop screens with a 3:2 aspect ratio.", "metadata": {"year": 2020}},
         {
             "id": "two-pictures",

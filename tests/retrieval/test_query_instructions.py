@@ -86,7 +86,9 @@ def test_explanations_label_instruction_tokens(preflmr):
         ("instruction", ":")
     ]
     assert labels[6] == ("text", "dune")
-    hit = retriever.search("Dune: who wrote it?", index, k=1, instruction="Find the author", explain=True)[0][0]
+    hit = retriever.search("Dune: who wrote it?", index, k=1, instruction="Find the author", explain=True)[0][
+        0
+    ]
     explained = retriever.explain("Dune: who wrote it?", hit, index, instruction="Find the author")
     assert abs(explained.score - hit.score) < 1e-3
     # PreFLMR masks its instruction: those tokens add nothing, so none is among the matches

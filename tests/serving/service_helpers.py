@@ -92,4 +92,3 @@ def running_server(app, timeout: float = 60.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-

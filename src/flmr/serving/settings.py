@@ -66,11 +66,12 @@ class ServiceSettings:
             "max_image_pixels",
             "decode_side",
             "max_concurrent_decodes",
-            "request_body_timeout_s",
             "max_connections",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.request_body_timeout_s <= 0:
+            raise ValueError(f"request_body_timeout_s must be positive, got {self.request_body_timeout_s}")
         if self.batch_max_size < 1 or self.batch_wait_ms < 0:
             raise ValueError(
                 f"batch_max_size must be positive and batch_wait_ms not negative, got "
