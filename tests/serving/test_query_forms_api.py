@@ -134,3 +134,21 @@ def test_info_names_the_checkpoint_and_its_instructions(client):
     info = client.get("/api/info").json()
     assert info["checkpoint_name"] == "preflmr_tiny" and info["checkpoint"].endswith("/preflmr_tiny")
     assert info["default_instructions"] == DEFAULT_INSTRUCTIONS
+
+
+@pytest.mark.parametrize(
+    ("question", "with_image"), [("a red front", False), ("a red front", True), ("", True)]
+)
+@pytest.mark.parametrize("hybrid_weight", [None, 0.5])
+def test_every_form_takes_a_filter_a_bm25_share_and_explanations(client, question, with_image, hybrid_weight):
+    body = {"query": question, "k": 3, "filter": {"year": {"$gte": 2000}}, "explain": True}
+    if with_image:
+        body["image_base64"] = image_base64()
+    if hybrid_weight is not None:
+        body["hybrid_weight"] = hybrid_weight
+    response = client.post("/api/search", json=body)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert {hit["id"] for hit in results} == {"two-pictures", "screens"}  # the filter holds
+    assert all(hit["explanation"] is not None for hit in results)
+    assert all((hit["bm25_score"] is not None) == (hybrid_weight is not None) for hit in results)
