@@ -260,7 +260,7 @@ def png_bomb(side: int = 20000) -> bytes:
 
 
 def encoded_image(side: int, image_format: str, seed: int) -> bytes:
-    """A photo-like (noisy gradient) image, so JPEG sizes are realistic (~1-3 MB at 4096 px)."""
+    """A photo-like (noisy gradient) image, so its JPEG size is realistic (a few MB at 4096 px)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -268,9 +268,9 @@ def encoded_image(side: int, image_format: str, seed: int) -> bytes:
     pixels = np.stack(
         [ramp[None, :].repeat(side, 0), ramp[:, None].repeat(side, 1), np.full((side, side), 90.0)], -1
     )
-    pixels = np.clip(pixels + rng.normal(0, 20, pixels.shape), 0, 255).astype("uint8")
+    pixels = np.clip(pixels + rng.normal(0, 6, pixels.shape), 0, 255).astype("uint8")
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=image_format, quality=90)
+    Image.fromarray(pixels).save(buffer, format=image_format, quality=85)
     return buffer.getvalue()
 
 
@@ -430,6 +430,35 @@ async def mixed_load(base_url: str, pid: int, requests: Requests, clients: int, 
     }
 
 
+DECODE_PROBE = """
+import io, sys
+from PIL import Image
+from flmr.serving.inputs import decode_image
+from flmr.serving.settings import ServiceSettings
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
+raw = open(sys.argv[1], "rb").read()
+before = rss()
+image = Image.open(io.BytesIO(raw)).convert("RGB") if sys.argv[2] == "full" else decode_image(raw, ServiceSettings())
+print(rss() - before, *image.size)
+"""
+
+
+def decode_cost(jpeg: bytes, work_dir: Path) -> dict:
+    """Memory (MiB of RSS the decoded image holds) and size of decoding ``jpeg`` at full size (the
+    baseline) and as the service does, each in a fresh process."""
+    path = work_dir / "big.jpg"
+    path.write_bytes(jpeg)
+    costs = {}
+    for mode in ("full", "service"):
+        output = subprocess.run(
+            [sys.executable, "-c", DECODE_PROBE, str(path), mode], check=True, capture_output=True, text=True
+        ).stdout.split()
+        costs[mode] = (float(output[0]), f"{output[1]}x{output[2]}")
+    costs["file_mib"] = len(jpeg) / 2**20
+    return costs
+
+
 def run_mixed(args: argparse.Namespace) -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     checkpoint = Path(args.checkpoint) if args.checkpoint else TINY_PREFLMR
@@ -451,6 +480,7 @@ def run_mixed(args: argparse.Namespace) -> int:
             "--quiet",
         )
         subprocess.run(index_command, check=True, env=env, stdout=subprocess.DEVNULL)
+        costs = decode_cost(requests.big_jpeg, work_dir)
         port, log = free_port(), work_dir / "serve.log"
         serve = flmr_command("serve", str(index), "--port", str(port), "--log-level", "warning")
         with open(log, "wb") as log_file:
@@ -465,10 +495,12 @@ def run_mixed(args: argparse.Namespace) -> int:
             server.terminate()
             server.wait(timeout=60)
         errors_logged = log.read_text().count("ERROR")
-    return print_mixed(report, checkpoint, args, errors_logged)
+    return print_mixed(report, checkpoint, args, errors_logged, costs)
 
 
-def print_mixed(report: dict, checkpoint: Path, args: argparse.Namespace, errors_logged: int) -> int:
+def print_mixed(
+    report: dict, checkpoint: Path, args: argparse.Namespace, errors_logged: int, costs: dict
+) -> int:
     outcomes = report["outcomes"]
     good = sum(n for (side, _, _), n in outcomes.items() if side == "good")
     good_same = sum(n for (side, _, ok), n in outcomes.items() if side == "good" and ok)
@@ -484,6 +516,13 @@ def print_mixed(report: dict, checkpoint: Path, args: argparse.Namespace, errors
         f"{Path('/proc/loadavg').read_text().split()[0]}"
     )
     print("requests by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+    (full, full_size), (service, service_size) = costs["full"], costs["service"]
+    print(
+        f"decoding one 4096-px JPEG at full size {full_size} (the baseline) takes "
+        f"+{full:.0f} MiB; as the service decodes it ({service_size}, {costs['file_mib']:.1f} MiB file) "
+        f"+{service:.0f} MiB: "
+        f"{full / max(service, 0.1):.0f}x less"
+    )
     print(f"good requests: {good_same}/{good} succeeded with the same answer as alone")
     print(f"hostile requests: {bad_4xx}/{bad} got a 4xx")
     for line in report["wrong"][:10]:

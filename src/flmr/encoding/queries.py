@@ -41,8 +41,9 @@ class InstructionError(ValueError):
     """An instruction the checkpoint would misread (it holds the instruction token before its end)."""
 
 
-def query_form(question: str | None, has_image: bool) -> QueryForm:
-    """``"image_and_question"``, ``"question"`` or ``"image"``; ``CollectionError`` when it has neither.
+def query_form(question: str | None, has_image: bool, position: int = 0) -> QueryForm:
+    """``"image_and_question"``, ``"question"`` or ``"image"``; ``CollectionError`` when query ``position``
+    has neither.
 
     Example:
         >>> query_form("who built it?", has_image=True), query_form(" ", has_image=True)
@@ -52,7 +53,7 @@ def query_form(question: str | None, has_image: bool) -> QueryForm:
     if has_question:
         return "image_and_question" if has_image else "question"
     if not has_image:
-        raise CollectionError("a query needs a question or an image (it has neither)")
+        raise CollectionError(f"query {position} has neither text nor an image: give a question, an image or both")
     return "image"
 
 
@@ -108,10 +109,15 @@ def resolve_instruction(
 
 
 def build_query_text(
-    question: str | None, has_image: bool, mask_instruction_token: str | None, instruction: str | None = None
+    question: str | None,
+    has_image: bool,
+    mask_instruction_token: str | None,
+    instruction: str | None = None,
+    position: int = 0,
 ) -> str:
     """The text a checkpoint reads for a user's query: its instruction (see [`resolve_instruction`]), then
-    the question as typed.
+    the question as typed. ``CollectionError`` (naming query ``position``) when it has neither a
+    question nor an image.
 
     Example:
         >>> build_query_text("Ratio 3:2 screens: which brands?", False, ":", instruction="Find reviews")
@@ -119,7 +125,7 @@ def build_query_text(
         >>> build_query_text(None, True, None)  # FLMR, an image-only query
         ''
     """
-    query_form(question, has_image)  # a query needs a question or an image
+    query_form(question, has_image, position)  # a query needs a question or an image
     return query_text(
         resolve_instruction(question, has_image, mask_instruction_token, instruction),
         question,

@@ -188,6 +188,7 @@ class Retriever:
                 image_features is not None or (images is not None and images[i] is not None),
                 token,
                 instructions[i],
+                position=i,
             )
             for i, text in enumerate(texts)
         ]
