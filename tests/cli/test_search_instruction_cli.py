@@ -38,7 +38,7 @@ def test_questions_read_the_default_or_the_chosen_instruction(preflmr_index, cap
 def test_an_image_alone_and_every_image_of_a_result(preflmr_index, tmp_path, capsys):
     image = tmp_path / "query.png"
     Image.new("RGB", (40, 40), (200, 30, 30)).save(image)
-    record = search_json(capsys, str(preflmr_index), "--image", str(image), "-k", "3")
+    record = search_json(capsys, str(preflmr_index), "", "--image", str(image), "-k", "3")
     assert record["encoded_text"] == f"{DEFAULT_INSTRUCTIONS['image']}:"
     pictures = next(hit for hit in record["results"] if hit["id"] == "two-pictures")
     assert [path.rsplit("/", 1)[1] for path in pictures["image_paths"]] == ["front.png", "back.jpg"]

@@ -176,7 +176,7 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         "The checkpoint defaults to the one the index was built with.",
     )
     search.add_argument("index", help="index folder")
-    search.add_argument("question", nargs="?", default="", help="the question (omit it to search by --image alone)")
+    search.add_argument("question", help='the question ("" to search by --image alone)')
     search.add_argument("--image", metavar="FILE", help="an image that goes with the question")
     search.add_argument(
         "--instruction",
