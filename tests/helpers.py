@@ -124,3 +124,35 @@ def hub_unreachable_environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env["HF_ENDPOINT"] = f"http://127.0.0.1:{closed_port()}"
     return env
+
+
+def build_preflmr_index(folder: Path):
+    """The tiny PreFLMR (it reads instructions) and its index of 3 documents, one with two images and
+    metadata; returns (retriever, index, image folder)."""
+    from PIL import Image
+
+    from flmr.retrieval import Retriever
+
+    retriever = Retriever.from_pretrained(PREFLMR_TINY)
+    retriever.fingerprint["checkpoint"] = str(PREFLMR_TINY)
+    images = folder / "images"
+    images.mkdir(parents=True)
+    front, back = images / "front.png", images / "back.jpg"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(front)
+    Image.new("RGB", (64, 48), (30, 30, 200)).save(back)
+    rows = [
+        {
+            "id": "dune",
+            "text": "Dune is a science fiction novel by Frank Herbert.",
+            "metadata": {"year": 1965},
+        },
+        {"id": "screens", "text": "Laptop screens with a 3:2 aspect ratio.", "metadata": {"year": 2020}},
+        {
+            "id": "two-pictures",
+            "text": "a red front and a blue back",
+            "image_paths": [str(front), str(back)],
+            "metadata": {"year": 2001, "tags": ["photo"]},
+        },
+    ]
+    index = retriever.index(rows, folder / "index", nbits=2, show_progress=False, max_length=64)
+    return retriever, index, images

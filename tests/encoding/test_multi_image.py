@@ -229,7 +229,7 @@ def test_preflmr_image_only_queries_read_an_empty_instruction(tmp_path, make_mod
     vectors = queries.encode([None], images=[image])
     assert "no instruction token" not in caplog.text
     labels = queries.vector_labels(None, vectors.shape[1], has_image=True)
-    assert labels[2] == ("text", ":") and bool(vectors[0, 2].abs().sum() == 0)  # masked as instruction
+    assert labels[2] == ("instruction", ":") and bool(vectors[0, 2].abs().sum() == 0)  # masked as instruction
     patches = (32 // 8) ** 2
     assert labels[32:] == [("image", f"image {i}") for i in range(1, PREFIX + 1)] + [
         ("image", f"image patch {j}") for j in range(1, patches + 1)

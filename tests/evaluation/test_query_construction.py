@@ -22,8 +22,10 @@ def test_colons_are_written_with_the_mask_instruction_token():
 
 
 def test_missing_parts():
-    assert query_text(None, "What is this?", ":") == "What is this?"
-    assert query_text("", "What is this?", ":") == "What is this?"
+    # without an instruction, PreFLMR reads an empty one, so the question's own ":" masks nothing
+    assert query_text(None, "Dune: who wrote it?", ":") == ": Dune: who wrote it?"
+    assert query_text("", "What is this?", ":") == ": What is this?"
+    assert query_text(None, "Dune: who wrote it?", None) == "Dune: who wrote it?"
     # image-only tasks (CC, WIT) have no question
     assert query_text("Describe the image", None, ":") == "Describe the image:"
 

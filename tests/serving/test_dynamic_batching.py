@@ -70,20 +70,28 @@ def test_a_lone_request_waits_only_the_window():
     assert 0.015 < seconds < 1.0
 
 
-def test_a_failing_batch_fails_its_callers_and_the_worker_goes_on():
+def test_a_bad_request_fails_alone_and_the_worker_goes_on(caplog):
+    calls = []
+
     def fragile(items):
+        calls.append(list(items))
         if "bad" in items:
             raise ValueError("cannot process bad")
-        return items
+        return [item.upper() for item in items]
 
     async def body():
-        failed = await asyncio.gather(batcher.submit("bad"), batcher.submit("ok"), return_exceptions=True)
-        return failed, await batcher.submit("after")
+        mixed = await asyncio.gather(
+            *(batcher.submit(item) for item in ["ok1", "bad", "ok2"]), return_exceptions=True
+        )
+        return mixed, await batcher.submit("after")
 
-    batcher = DynamicBatcher(fragile, max_batch_size=8, max_wait_ms=5)
-    failed, after = run(with_batcher(batcher, body))
-    assert all(isinstance(error, ValueError) for error in failed)
-    assert after == "after"
+    batcher = DynamicBatcher(fragile, max_batch_size=8, max_wait_ms=20, request_errors=(ValueError,))
+    mixed, after = run(with_batcher(batcher, body))
+    assert mixed[0] == "OK1" and mixed[2] == "OK2"
+    assert isinstance(mixed[1], ValueError) and str(mixed[1]) == "cannot process bad"
+    assert calls == [["ok1", "bad", "ok2"], ["ok1"], ["bad"], ["ok2"], ["after"]]  # the batch, then alone
+    assert after == "AFTER"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # a request's own fault: no ERROR
 
 
 def test_a_result_count_mismatch_is_an_error():

@@ -116,8 +116,9 @@ def test_collator_instructions_and_images(preflmr):
     assert ContrastiveCollator(preflmr, None, pool, 1, "dataset").query_text(example, random.Random(0)) == (
         "Own instruction: who built it?"
     )
+    # no instruction: PreFLMR reads an empty one, so a ":" in the question would mask nothing
     assert ContrastiveCollator(preflmr, None, pool, 1, "none").query_text(example, random.Random(0)) == (
-        "who built it?"
+        ": who built it?"
     )
     black = ContrastiveCollator.query_image(example)
     assert black.size == (336, 336) and black.getbbox() is None  # all black

@@ -101,12 +101,14 @@ def run_search(args: argparse.Namespace) -> int:
         filter=args.filter,
         hybrid_weight=args.hybrid_weight,
         fusion=args.fusion,
+        instruction=args.instruction,
     )[0]
     if args.json:
         record = {
             "index": str(index.path),
             "checkpoint": checkpoint,
             "question": args.question,
+            "encoded_text": retriever.query_texts([args.question], images, instruction=args.instruction)[0],
             "image": args.image,
             "k": args.k,
             "search": "exact" if args.exact else "plaid",
@@ -147,6 +149,10 @@ def run_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     uvicorn.run(
-        create_app(retriever, index, settings), host=args.host, port=args.port, log_level=args.log_level
+        create_app(retriever, index, settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        **settings.server_options(),
     )
     return EXIT_OK

@@ -232,8 +232,13 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         "The checkpoint defaults to the one the index was built with.",
     )
     search.add_argument("index", help="index folder")
-    search.add_argument("question", help="the question")
+    search.add_argument("question", help='the question ("" to search by --image alone)')
     search.add_argument("--image", metavar="FILE", help="an image that goes with the question")
+    search.add_argument(
+        "--instruction",
+        help="what a PreFLMR checkpoint reads before the question (default: the one it was trained with "
+        "for this kind of query; '' for none)",
+    )
     search.add_argument("-k", type=positive_int, default=10, help="how many documents (default: %(default)s)")
     search.add_argument("--checkpoint", help="checkpoint to encode the question (default: the index's)")
     search.add_argument(

@@ -3,15 +3,19 @@
 from .collection import Document, read_collection
 from .documents import DocumentEncoder, EmbeddingChunk, model_fingerprint, same_encoder
 from .errors import CollectionError
-from .queries import QueryEncoder
+from .queries import DEFAULT_INSTRUCTIONS, InstructionError, QueryEncoder, build_query_text, query_text
 
 __all__ = [
+    "DEFAULT_INSTRUCTIONS",
     "CollectionError",
     "Document",
     "DocumentEncoder",
     "EmbeddingChunk",
+    "InstructionError",
     "QueryEncoder",
+    "build_query_text",
     "model_fingerprint",
+    "query_text",
     "read_collection",
     "same_encoder",
 ]

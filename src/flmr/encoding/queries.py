@@ -1,31 +1,143 @@
-"""Queries -> late-interaction vectors: text-only, text + image, image-only, or with pre-extracted features.
+"""Queries -> late-interaction vectors, and the one place that builds the text a query encoder reads.
 
-An image-only query (text None or blank) reads an empty text, as M2KR's image-only tasks do when
-they have no instruction; with a checkpoint that masks an instruction (PreFLMR's
-``mask_instruction_token`` ":"), the text is that token alone, an empty instruction, so the model
-finds where the instruction ends. To reproduce M2KR's image-only tasks exactly, pass their instruction
-as the text.
+PreFLMR checkpoints (a ``mask_instruction_token``, ":") were trained on ``"<instruction>: <question>"``
+texts and mask every token up to the first ":". [`build_query_text`] gives every surface (Python,
+CLI, HTTP, evaluation, training) that text: an instruction (by default the one PreFLMR was trained with
+for the query's form: image + question, question only, image only; see [`DEFAULT_INSTRUCTIONS`]), the
+token, then the question as typed, so a ":" inside the question never masks question words.
+Checkpoints without the token (FLMR) read the question alone unless an instruction is given.
 """
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from PIL import Image
 
-from flmr.model.tokenization_flmr import QUERY_MARKER
+from flmr.model.tokenization_flmr import QUERY_MARKER, first_token_id
 
 from .errors import CollectionError
 from .images import open_image
 
 ImageInput = str | os.PathLike | Image.Image | None
+QueryForm = Literal["image_and_question", "question", "image"]
 # How explanations name the query marker [unused0].
 QUERY_MARKER_LABEL = "[Q]"
+INSTRUCTION_SEPARATOR = ":"
+# Per query form, an instruction PreFLMR was trained with (M2KR, see the M2KR protocol): the first of
+# the 8 fixed image + question instructions, and the first of the image-only (WIT / IGLUE / KVQA)
+# ones. M2KR's question-only task (MSMARCO) takes its instructions from the data, not available here:
+# its default is the image + question instruction "Retrieve documents that provide an answer to the
+# question alongside the image" without the image.
+DEFAULT_INSTRUCTIONS: dict[QueryForm, str] = {
+    "image_and_question": "Using the provided image, obtain documents that address the subsequent question",
+    "question": "Retrieve documents that provide an answer to the question",
+    "image": "Identify the document that is connected to this image.",
+}
+
+
+class InstructionError(ValueError):
+    """An instruction the checkpoint would misread (it holds the instruction token before its end)."""
+
+
+def query_form(question: str | None, has_image: bool, position: int = 0) -> QueryForm:
+    """``"image_and_question"``, ``"question"`` or ``"image"``; ``CollectionError`` when query ``position``
+    has neither.
+
+    Example:
+        >>> query_form("who built it?", has_image=True), query_form(" ", has_image=True)
+        ('image_and_question', 'image')
+    """
+    has_question = question is not None and bool(question.strip())
+    if has_question:
+        return "image_and_question" if has_image else "question"
+    if not has_image:
+        raise CollectionError(f"query {position} has neither text nor an image: give a question, an image or both")
+    return "image"
+
+
+def query_text(instruction: str | None, question: str | None, mask_instruction_token: str | None) -> str:
+    """The text the query encoder reads: ``"<instruction>: <question>"``, as M2KR builds it.
+
+    The instruction is stripped and made to end with ":"; every ":" in it is then written as the
+    checkpoint's ``mask_instruction_token`` (the model masks the tokens up to its first occurrence).
+    Without an instruction, a checkpoint with that token reads the token alone before the question
+    (an empty instruction, so the question's own ":" masks nothing); one without it, the question.
+
+    Example:
+        >>> query_text("Using the image, find documents that answer the question", "Who built it?", ":")
+        'Using the image, find documents that answer the question: Who built it?'
+        >>> query_text(None, "Dune: who wrote it?", ":")
+        ': Dune: who wrote it?'
+    """
+    question = (question or "").strip()
+    instruction = (instruction or "").strip()
+    if not instruction:
+        return f"{mask_instruction_token} {question}".strip() if mask_instruction_token else question
+    if not instruction.endswith(INSTRUCTION_SEPARATOR):
+        instruction += INSTRUCTION_SEPARATOR
+    if mask_instruction_token:
+        instruction = instruction.replace(INSTRUCTION_SEPARATOR, mask_instruction_token)
+    return f"{instruction} {question}".strip()
+
+
+def resolve_instruction(
+    question: str | None, has_image: bool, mask_instruction_token: str | None, instruction: str | None = None
+) -> str | None:
+    """The instruction a query is encoded with: ``instruction``, or the default for its form.
+
+    Checkpoints without a ``mask_instruction_token`` get no default (None). ``""`` asks for no
+    instruction. Raises [`InstructionError`] when the instruction holds the token before its end (the
+    model would take only what precedes it as the instruction).
+
+    Example:
+        >>> resolve_instruction("Dune: who wrote it?", False, ":")
+        'Retrieve documents that provide an answer to the question'
+    """
+    if instruction is None:
+        if not mask_instruction_token:
+            return None
+        return DEFAULT_INSTRUCTIONS[query_form(question, has_image)]
+    token = mask_instruction_token
+    if token and token in instruction.strip().rstrip(token):
+        raise InstructionError(
+            f"the instruction {instruction!r} holds {token!r} before its end: the model would read only "
+            f"what precedes the first {token!r} as the instruction; remove it or end the instruction there"
+        )
+    return instruction.strip()
+
+
+def build_query_text(
+    question: str | None,
+    has_image: bool,
+    mask_instruction_token: str | None,
+    instruction: str | None = None,
+    position: int = 0,
+) -> str:
+    """The text a checkpoint reads for a user's query: its instruction (see [`resolve_instruction`]), then
+    the question as typed. ``CollectionError`` (naming query ``position``) when it has neither a
+    question nor an image.
+
+    Example:
+        >>> build_query_text("Ratio 3:2 screens: which brands?", False, ":", instruction="Find reviews")
+        'Find reviews: Ratio 3:2 screens: which brands?'
+        >>> build_query_text(None, True, None)  # FLMR, an image-only query
+        ''
+    """
+    query_form(question, has_image, position)  # a query needs a question or an image
+    return query_text(
+        resolve_instruction(question, has_image, mask_instruction_token, instruction),
+        question,
+        mask_instruction_token,
+    )
 
 
 class QueryEncoder:
     r"""Encode batches of queries with an FLMR model.
+
+    ``encode`` reads each text as given (build it with [`build_query_text`] or [`query_text`]); an
+    empty text with an image reads as an empty instruction.
 
     Args:
         model: an [`FLMRModelForRetrieval`] with its query tokenizer.
@@ -114,26 +226,36 @@ class QueryEncoder:
             return text
         if not has_image:
             raise CollectionError(f"query {position} has neither text nor an image")
-        return self.model.config.mask_instruction_token or ""
+        return query_text(None, None, self.model.config.mask_instruction_token)
 
     def vector_labels(
         self, text: str | None, num_vectors: int, has_image: bool = False
     ) -> list[tuple[str, str]]:
         """(kind, label) of each of a query's ``num_vectors`` vectors, as [`encode`] lays them out.
 
-        Text positions are named by the query tokenizer's tokens (``[Q]`` for the marker, ``[MASK]`` for
-        the expansion tokens); the image vectors follow as ``image i`` (the projected [CLS]) and, for
+        ``text`` is what the model read (see [`encode`]). Text positions are named by the query
+        tokenizer's tokens (``[Q]`` for the marker, ``[MASK]`` for the expansion tokens); with a
+        ``mask_instruction_token`` the tokens from the marker up to that token are of kind
+        ``"instruction"``. The image vectors follow as ``image i`` (the projected [CLS]) and, for
         PreFLMR, ``image patch j`` (the transformer mapping network's outputs).
 
         Example:
             >>> encoder.vector_labels("red car", 34, has_image=True)[:4]
             [('text', '[CLS]'), ('text', '[Q]'), ('text', 'red'), ('text', 'car')]
+            >>> preflmr_encoder.vector_labels("Find: red car", 34)[:5]
+            [('text', '[CLS]'), ('text', '[Q]'), ('instruction', 'find'), ('instruction', ':'), ('text', 'red')]
         """
         tokenizer = self.model.query_tokenizer
-        ids = tokenizer([self.query_text(text, has_image)])["input_ids"][0]
+        tokens = tokenizer.convert_ids_to_tokens(
+            tokenizer([self.query_text(text, has_image)])["input_ids"][0].tolist()
+        )
+        ends_instruction = _instruction_end(tokens, self.model.config.mask_instruction_token, tokenizer)
         labels = [
-            ("text", QUERY_MARKER_LABEL if token == QUERY_MARKER else token)
-            for token in tokenizer.convert_ids_to_tokens(ids.tolist())
+            (
+                "instruction" if 2 <= position <= ends_instruction else "text",
+                QUERY_MARKER_LABEL if token == QUERY_MARKER else token,
+            )
+            for position, token in enumerate(tokens)
         ]
         prefix = int(self.model.config.mapping_network_prefix_length)
         for i in range(num_vectors - len(labels)):
@@ -155,3 +277,11 @@ class QueryEncoder:
         if image is None or isinstance(image, Image.Image):
             return image.convert("RGB") if image is not None else None
         return open_image(image, f"query {position}")
+
+
+def _instruction_end(tokens: list[str], mask_instruction_token: str | None, tokenizer: Any) -> int:
+    """Position of the first instruction token among a query's ``tokens`` (-1 when there is none)."""
+    if not mask_instruction_token:
+        return -1
+    marker = tokenizer.convert_ids_to_tokens(first_token_id(tokenizer, mask_instruction_token))
+    return tokens.index(marker) if marker in tokens else -1

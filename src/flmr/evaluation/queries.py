@@ -1,4 +1,8 @@
-"""Query construction as the original M2KR evaluation does it: instruction, separator, question, image."""
+"""Query construction as the original M2KR evaluation does it: instruction, separator, question, image.
+
+The text comes from the builder every surface uses ([`flmr.encoding.queries.query_text`]), with each
+M2KR entry's own instruction.
+"""
 
 import os
 from collections.abc import Mapping
@@ -6,31 +10,12 @@ from typing import Any
 
 from PIL import Image
 
-INSTRUCTION_SEPARATOR = ":"
+from flmr.encoding.queries import INSTRUCTION_SEPARATOR, query_text
+
 # The original evaluation feeds a black 336x336 image to queries without one (e.g. MSMARCO).
 MISSING_IMAGE_SIZE = 336
 
-
-def query_text(instruction: str | None, question: str | None, mask_instruction_token: str | None) -> str:
-    """The text the query encoder reads: ``"<instruction>: <question>"``.
-
-    The instruction is stripped and made to end with ":"; every ":" in it is then written as the
-    checkpoint's ``mask_instruction_token`` (the model masks the tokens up to its first occurrence).
-    Without an instruction the question alone is used; image-only tasks have no question.
-
-    Example:
-        >>> query_text("Using the image, find documents that answer the question", "Who built it?", ":")
-        'Using the image, find documents that answer the question: Who built it?'
-    """
-    question = (question or "").strip()
-    instruction = (instruction or "").strip()
-    if not instruction:
-        return question
-    if not instruction.endswith(INSTRUCTION_SEPARATOR):
-        instruction += INSTRUCTION_SEPARATOR
-    if mask_instruction_token:
-        instruction = instruction.replace(INSTRUCTION_SEPARATOR, mask_instruction_token)
-    return f"{instruction} {question}".strip()
+__all__ = ["INSTRUCTION_SEPARATOR", "MISSING_IMAGE_SIZE", "query_image", "query_text", "row_query_text"]
 
 
 def query_image(image_path: str | None, image_root: str | os.PathLike | None) -> str | Image.Image:

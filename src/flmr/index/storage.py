@@ -42,8 +42,27 @@ class StoredDocument:
     metadata: dict[str, Any] | None = None
     vector_layout: list[dict[str, Any]] | None = None
 
+    @property
+    def image_paths(self) -> list[str]:
+        """Every image file of the document, in order: the ``source`` of each image block of its
+        ``vector_layout``, or ``image_path`` alone for documents stored without one.
+
+        Example:
+            >>> StoredDocument(image_path="a.jpg", vector_layout=[
+            ...     {"kind": "image", "vectors": 4, "source": "a.jpg"},
+            ...     {"kind": "image", "vectors": 4, "source": "b.jpg"}]).image_paths
+            ['a.jpg', 'b.jpg']
+        """
+        sources = [
+            block["source"]
+            for block in self.vector_layout or []
+            if block.get("kind") == "image" and block.get("source")
+        ]
+        return sources or ([self.image_path] if self.image_path else [])
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The stored fields, and ``image_paths``."""
+        return {**asdict(self), "image_paths": self.image_paths}
 
 
 def fsync_path(path: Path) -> None:

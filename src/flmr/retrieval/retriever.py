@@ -18,7 +18,7 @@ from flmr.encoding import (
     same_encoder,
 )
 from flmr.encoding.layout import document_tokens
-from flmr.encoding.queries import ImageInput
+from flmr.encoding.queries import ImageInput, build_query_text
 from flmr.index import DocumentChunk, Index, IndexExistsError, IndexWriter
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import load_image_processor
@@ -160,21 +160,68 @@ class Retriever:
     # -------------------------------------------------------------------------------------------
     # search
     # -------------------------------------------------------------------------------------------
+    def query_texts(
+        self,
+        queries: str | Sequence[str | None] | None,
+        images: Sequence[ImageInput] | ImageInput = None,
+        image_features: torch.Tensor | None = None,
+        instruction: str | Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """The text the model reads for each query: its instruction, then the question as typed.
+
+        ``instruction`` (one for all queries, or one per query) defaults, for checkpoints with a
+        ``mask_instruction_token`` (PreFLMR), to the instruction they were trained with for the query's
+        form (see [`DEFAULT_INSTRUCTIONS`]); ``""`` means none. Checkpoints without it read the question
+        alone unless an instruction is given. See [`build_query_text`].
+
+        Example:
+            >>> preflmr.query_texts("Dune: who wrote the novel?")
+            ['Retrieve documents that provide an answer to the question: Dune: who wrote the novel?']
+        """
+        texts, images = _query_inputs(queries, images)
+        instructions = (
+            [instruction] * len(texts)
+            if instruction is None or isinstance(instruction, str)
+            else list(instruction)
+        )
+        if len(instructions) != len(texts):
+            raise ValueError(
+                f"{len(instructions)} instructions for {len(texts)} queries: give one, or one per query"
+            )
+        token = self.model.config.mask_instruction_token
+        return [
+            build_query_text(
+                text,
+                image_features is not None or (images is not None and images[i] is not None),
+                token,
+                instructions[i],
+                position=i,
+            )
+            for i, text in enumerate(texts)
+        ]
+
     def encode_queries(
         self,
         queries: str | Sequence[str | None] | None,
         images: Sequence[ImageInput] | ImageInput = None,
         image_features: torch.Tensor | None = None,
+        instruction: str | Sequence[str | None] | None = None,
     ) -> torch.Tensor:
         """(num_queries, length, dim) query vectors; ``images`` holds one path, PIL image or None per query.
 
-        A query may be None (or blank) when it has an image: an image-only query (see [`QueryEncoder`]).
+        A query may be None (or blank) when it has an image: an image-only query. Each query is encoded
+        with its instruction (see [`query_texts`]).
         """
-        texts, images = _query_inputs(queries, images)
+        model_texts = self.query_texts(queries, images, image_features, instruction)
+        return self._encode(model_texts, _query_inputs(queries, images)[1], image_features)
+
+    def _encode(
+        self, model_texts: list[str], images: Sequence[ImageInput] | None, image_features: torch.Tensor | None
+    ) -> torch.Tensor:
         encoder = QueryEncoder(
             self.model, _LazyProcessor(self) if images is not None else None, self.batch_size
         )
-        return encoder.encode(texts, images=images, image_features=image_features)
+        return encoder.encode(model_texts, images=images, image_features=image_features)
 
     def search(
         self,
@@ -188,6 +235,7 @@ class Retriever:
         filter: Mapping[str, Any] | MetadataFilter | None = None,
         hybrid_weight: float | None = None,
         fusion: Fusion = "linear",
+        instruction: str | Sequence[str | None] | None = None,
         **plaid_settings: Any,
     ) -> list[list[SearchHit]]:
         """The top ``k`` documents of every query, with their stored fields.
@@ -200,10 +248,13 @@ class Retriever:
         ``filter`` keeps only documents whose stored metadata match (see [`flmr.search.filters`], e.g.
         ``{"lang": "en", "year": {"$gte": 2000}}``). ``hybrid_weight`` in [0, 1] fuses the late-interaction
         scores with BM25 over the stored texts, with that share for BM25 (``fusion``: ``"linear"`` or
-        ``"rrf"``; see [`HybridSearcher`]); hits then carry the fused score.
+        ``"rrf"``; see [`HybridSearcher`]); hits then carry the fused score, BM25 reading the question alone.
+        ``instruction`` is what PreFLMR checkpoints read before each question (default: the one they were
+        trained with for the query's form; see [`query_texts`]).
         """
         index = self._open(index)
-        Q = self.encode_queries(queries, images, image_features)
+        model_texts = self.query_texts(queries, images, image_features, instruction)
+        Q = self._encode(model_texts, _query_inputs(queries, images)[1], image_features)
         searcher = (
             ExactSearcher(index, device=self.device)
             if exact
@@ -217,10 +268,10 @@ class Retriever:
             results = hybrid.search(Q, texts, k=k, return_documents=True, filter=filter)
         if not explain:
             return results
-        texts, query_images = _query_inputs(queries, images)
+        _, query_images = _query_inputs(queries, images)
         normalize = plaid_settings.get("normalize_decompressed", True)
         explained = []
-        for q, (text, hits) in enumerate(zip(texts, results, strict=True)):
+        for q, (text, hits) in enumerate(zip(model_texts, results, strict=True)):
             has_image = image_features is not None or (
                 query_images is not None and query_images[q] is not None
             )
@@ -241,12 +292,14 @@ class Retriever:
         images: ImageInput | Sequence[ImageInput] = None,
         image_features: torch.Tensor | None = None,
         normalize_decompressed: bool = True,
+        instruction: str | None = None,
     ) -> Explanation:
         """Which document vector each vector of ``query`` matched in a hit, and what each added to its score.
 
         ``hit_or_pid`` is a [`SearchHit`] of this query or a pid; ``images`` the query's image (a path,
-        PIL image, or a one-item list), as given to [`search`]. The contributions sum to the score the
-        search reported (the query is encoded again, so up to float rounding).
+        PIL image, or a one-item list) and ``instruction`` as given to [`search`]. The contributions sum to
+        the score the search reported (the query is encoded again, so up to float rounding). Instruction
+        tokens are labelled as such (kind ``"instruction"``); PreFLMR masks them, so they add nothing.
 
         Example:
             >>> hit = retriever.search("capital of France", index, k=1)[0][0]
@@ -254,9 +307,9 @@ class Retriever:
             >>> [(m.query.label, m.document.label) for m in explanation.top_matches(2)]
             [('france', 'france'), ('capital', 'capital')]
         """
-        return self.explain_hits(query, [hit_or_pid], index, images, image_features, normalize_decompressed)[
-            0
-        ]
+        return self.explain_hits(
+            query, [hit_or_pid], index, images, image_features, normalize_decompressed, instruction
+        )[0]
 
     def explain_hits(
         self,
@@ -266,15 +319,17 @@ class Retriever:
         images: ImageInput | Sequence[ImageInput] = None,
         image_features: torch.Tensor | None = None,
         normalize_decompressed: bool = True,
+        instruction: str | None = None,
     ) -> list[Explanation]:
         """[`explain`] for several hits of one query, encoding the query once."""
         index = self._open(index)
-        Q = self.encode_queries(query, images, image_features)
+        model_texts = self.query_texts(query, images, image_features, instruction)
+        _, query_images = _query_inputs(query, images)
+        Q = self._encode(model_texts, query_images, image_features)
         if Q.shape[0] != 1:
             raise ValueError(f"explain takes one query, got {Q.shape[0]}")
-        _, query_images = _query_inputs(query, images)
         has_image = image_features is not None or (query_images is not None and query_images[0] is not None)
-        labels = QueryEncoder(self.model).vector_labels(query, Q.shape[1], has_image)
+        labels = QueryEncoder(self.model).vector_labels(model_texts[0], Q.shape[1], has_image)
         return [
             self._explain_pid(
                 index, hit if isinstance(hit, int) else hit.pid, Q[0], labels, normalize_decompressed

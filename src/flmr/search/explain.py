@@ -27,8 +27,9 @@ from flmr.index.index import Index
 
 @dataclass(frozen=True)
 class QueryToken:
-    """One query vector: its position among the query's encoded vectors, ``kind`` (``"text"`` or
-    ``"image"``) and ``label`` (the query token, ``[Q]``, ``[MASK]``, ``image i`` or ``image patch j``)."""
+    """One query vector: its position among the query's encoded vectors, ``kind`` (``"text"``,
+    ``"instruction"`` for a token of the instruction read before the question, or ``"image"``) and
+    ``label`` (the query token, ``[Q]``, ``[MASK]``, ``image i`` or ``image patch j``)."""
 
     position: int
     kind: str

@@ -4,6 +4,9 @@ A single worker takes the first waiting request, lets others join it for a few m
 the batch is full, and hands the whole batch to a processing function running in its own thread
 (one forward pass for all of them). While that runs, new requests queue up and form the next batch,
 so batches grow, and throughput with them, as concurrency rises.
+
+One bad request cannot fail the others: when a batch fails, each of its requests is processed again on
+its own, so only those that fail alone get an error (each its own).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ ResultT = TypeVar("ResultT")
 logger = logging.getLogger(__name__)
 
 
+class BatchResultError(RuntimeError):
+    """``process_batch`` broke its contract (not one result per request): a bug, not a bad request."""
+
+
 @dataclass
 class _Pending(Generic[RequestT, ResultT]):
     request: RequestT
@@ -37,6 +44,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         max_batch_size: most requests per batch.
         max_wait_ms: how long the first request of a batch waits for more to arrive.
         history: how many recent batch sizes ``batch_sizes`` keeps.
+        request_errors: exception types that are a request's own fault (a query the model rejects):
+            logged without a traceback when a request fails alone with one.
 
     Example:
         >>> async def demo():
@@ -47,6 +56,21 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         ...     return results, list(batcher.batch_sizes)
         >>> asyncio.run(demo())
         (['A', 'B', 'C'], [3])
+
+        A request that fails alone fails alone (here "b"); its batch-mates get their results:
+
+        >>> def shout(texts):
+        ...     if "b" in texts:
+        ...         raise ValueError("no b")
+        ...     return [t.upper() for t in texts]
+        >>> async def isolated():
+        ...     batcher = DynamicBatcher(shout, max_batch_size=8)
+        ...     await batcher.start()
+        ...     results = await asyncio.gather(*(batcher.submit(t) for t in "abc"), return_exceptions=True)
+        ...     await batcher.stop()
+        ...     return results
+        >>> asyncio.run(isolated())
+        ['A', ValueError('no b'), 'C']
     """
 
     def __init__(
@@ -55,12 +79,14 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
         history: int = 1000,
+        request_errors: tuple[type[Exception], ...] = (),
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be positive, got {max_batch_size}")
         self.process_batch = process_batch
         self.max_batch_size = max_batch_size
         self.max_wait_seconds = max_wait_ms / 1000
+        self.request_errors = request_errors
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=history)
         self.num_batches = 0
         self.num_requests = 0
@@ -122,23 +148,54 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self.batch_sizes.append(len(batch))
         self.num_batches += 1
         self.num_requests += len(batch)
-        requests = [pending.request for pending in batch]
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.process_batch, requests
-            )
-            if len(results) != len(batch):
-                raise RuntimeError(f"process_batch returned {len(results)} results for {len(batch)} requests")
+            results = await self._run_batch([pending.request for pending in batch])
         except asyncio.CancelledError:
             _fail(batch, RuntimeError("the batcher stopped"))
             raise
-        except Exception as error:  # the batch's callers get the error; the worker goes on
-            logger.exception("a batch of %d requests failed", len(batch))
-            _fail(batch, error)
+        except Exception as error:
+            if len(batch) == 1 or isinstance(error, BatchResultError):
+                self._log_failure(error)
+                _fail(batch, error)
+                return
+            # Some request spoils the batch: each runs on its own, so only the bad ones fail.
+            logger.warning("a batch of %d requests failed (%s); running them one by one", len(batch), error)
+            for pending in batch:
+                if not pending.future.done():
+                    await self._process_alone(pending)
             return
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+
+    async def _process_alone(self, pending: _Pending[RequestT, ResultT]) -> None:
+        try:
+            result = (await self._run_batch([pending.request]))[0]
+        except asyncio.CancelledError:
+            _fail([pending], RuntimeError("the batcher stopped"))
+            raise
+        except Exception as error:  # this request's caller gets the error; the worker goes on
+            self._log_failure(error)
+            _fail([pending], error)
+            return
+        if not pending.future.done():
+            pending.future.set_result(result)
+
+    async def _run_batch(self, requests: list[RequestT]) -> Sequence[ResultT]:
+        results = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.process_batch, requests
+        )
+        if len(results) != len(requests):
+            raise BatchResultError(
+                f"process_batch returned {len(results)} results for {len(requests)} requests"
+            )
+        return results
+
+    def _log_failure(self, error: Exception) -> None:
+        if isinstance(error, self.request_errors):
+            logger.info("a request was refused: %s", error)
+        else:
+            logger.error("a request failed", exc_info=error)
 
     async def _collect_batch(self) -> list[_Pending[RequestT, ResultT]]:
         assert self._queue is not None

@@ -13,7 +13,7 @@ from flmr.retrieval import Retriever
 from flmr.search import MetadataFilter, SearchHit
 from flmr.search.hybrid import Fusion
 
-from .inputs import ACCEPTED_IMAGE_FORMATS
+from .inputs import ACCEPTED_IMAGE_FORMATS, InputError
 from .settings import ServiceSettings
 
 WARM_UP_QUERY = "warm-up query"
@@ -21,7 +21,11 @@ WARM_UP_QUERY = "warm-up query"
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """One query of a batch: its text, how many results it wants, and an optional decoded image."""
+    """One query of a batch: its text, how many results it wants, and an optional decoded image.
+
+    ``instruction`` is what a PreFLMR checkpoint reads before the text (None: the default for the
+    query's form; see [`Retriever.query_texts`]).
+    """
 
     text: str
     k: int
@@ -29,6 +33,7 @@ class SearchQuery:
     filter: MetadataFilter | None = None
     hybrid_weight: float | None = None
     fusion: Fusion = "linear"
+    instruction: str | None = None
 
     def search_options(self) -> tuple:
         """What must be equal for queries to share one search call (besides their text and k)."""
@@ -73,7 +78,13 @@ class SearchEngine:
         self.ready = True
 
     def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[SearchHit]]:
-        """The hits of every query, best first; queries with and without images are encoded separately."""
+        """The hits of every query, best first; queries with and without images are encoded separately.
+
+        Raises ``InputError`` (422) when the model's tokenizer rejects a query's text: the batcher then
+        runs the batch's queries one by one, so only that query fails.
+        """
+        for query in queries:
+            self._check_tokenizable(query)
         results: list[list[SearchHit]] = [[] for _ in queries]
         # Text-only and image queries differ in length; grouping them keeps every query's vectors
         # (and so its results) independent of which other queries shared its batch. Queries with
@@ -96,11 +107,21 @@ class SearchEngine:
                 filter=first.filter,
                 hybrid_weight=first.hybrid_weight,
                 fusion=first.fusion,
+                instruction=[query.instruction for query in group],
                 **self.settings.plaid_settings,
             )
             for position, query, query_hits in zip(positions, group, hits, strict=True):
                 results[position] = query_hits[: query.k]
         return results
+
+    def _check_tokenizable(self, query: SearchQuery) -> None:
+        text = self.retriever.query_texts(
+            query.text, None if query.image is None else [query.image], instruction=query.instruction
+        )
+        try:
+            self.retriever.model.query_tokenizer(text)
+        except (TypeError, ValueError) as error:
+            raise InputError(422, f"the model's tokenizer rejects the query text ({error})") from None
 
     def document(self, pid: int) -> StoredDocument:
         """Stored fields of document ``pid``; ``DocumentNotFound`` when there is none or it was deleted."""
@@ -124,16 +145,19 @@ class SearchEngine:
             raise DocumentNotFound(f"no document with id {document_id!r}")
         return pid
 
-    def image_file(self, pid: int) -> tuple[Path, str]:
-        """The checked image file of document ``pid`` and its media type.
+    def image_file(self, pid: int, number: int = 1) -> tuple[Path, str]:
+        """The checked file of image ``number`` (1-based) of document ``pid`` and its media type.
 
-        The path comes only from the index's stored fields. It is resolved (symbolic links
+        The path comes only from the index's stored fields (``StoredDocument.image_paths``). It is resolved (symbolic links
         included), must stay inside ``settings.image_root`` when one is set, and must be a regular
         file that opens as an accepted image format, so no other file can ever be served.
         """
-        stored = self.document(pid).image_path
-        if not stored:
+        paths = self.document(pid).image_paths
+        if not paths:
             raise DocumentNotFound(f"document {pid} has no image")
+        if not 1 <= number <= len(paths):
+            raise DocumentNotFound(f"document {pid} has images 1..{len(paths)}, not image {number}")
+        stored = paths[number - 1]
         path = Path(stored)
         if not path.is_absolute() and self.settings.image_root is not None:
             path = self.settings.image_root / path

@@ -2,16 +2,48 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 EXAMPLE_QUERY = "Which text editor runs in a terminal?"
+QUERY_ALIAS = "q"
+INSTRUCTION_HELP = (
+    "what a PreFLMR checkpoint reads before the question (default: the instruction it was trained with "
+    "for the query's form: image + question, question only, image only; empty: none)"
+)
 
 
-class SearchRequest(BaseModel):
+def merged_query_alias(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the query text under ``query`` when given as ``q`` (every endpoint takes both).
+
+    Raises ValueError when both are given and differ.
+    """
+    if QUERY_ALIAS not in values:
+        return values
+    values = dict(values)
+    alias = values.pop(QUERY_ALIAS)
+    if "query" in values and values["query"] != alias:
+        raise ValueError("give the query text once: 'query' and its alias 'q' differ")
+    values["query"] = alias
+    return values
+
+
+class _QueryBody(BaseModel):
+    """A request body whose query text is ``query`` (or ``q``); unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _query_alias(cls, data: Any) -> Any:
+        return merged_query_alias(data) if isinstance(data, dict) else data
+
+
+class SearchRequest(_QueryBody):
     """A text query, optionally with an image given as base64 (or a ``data:image/...;base64,`` URL);
-    the text may be empty when there is an image."""
+    the text may be empty when there is an image. ``q`` is accepted for ``query``."""
 
-    query: str = Field(default="", description="the question", examples=[EXAMPLE_QUERY])
+    query: str = Field(default="", description="the question (alias: q)", examples=[EXAMPLE_QUERY])
+    instruction: str | None = Field(default=None, description=INSTRUCTION_HELP)
     k: int | None = Field(default=None, description="how many results (default: the service's default_k)")
     image_base64: str | None = Field(
         default=None, description="an image (JPEG, PNG, GIF, WEBP or BMP) in base64"
@@ -33,10 +65,11 @@ class SearchRequest(BaseModel):
     )
 
 
-class ExplainRequest(BaseModel):
+class ExplainRequest(_QueryBody):
     """A query (as for /api/search) and the document whose score to explain, by ``pid`` or by ``id``."""
 
-    query: str = Field(description="the question", examples=[EXAMPLE_QUERY])
+    query: str = Field(default="", description="the question (alias: q)", examples=[EXAMPLE_QUERY])
+    instruction: str | None = Field(default=None, description=INSTRUCTION_HELP)
     pid: int | None = Field(default=None, description="position of the document in the index")
     id: str | None = Field(default=None, description="the document's id in its collection (instead of pid)")
     image_base64: str | None = Field(
@@ -48,7 +81,7 @@ class QueryToken(BaseModel):
     """A query vector that counts in the score."""
 
     position: int = Field(description="position among the query's encoded vectors")
-    kind: str = Field(description="'text' or 'image'")
+    kind: str = Field(description="'text', 'instruction' (a token of the instruction) or 'image'")
     label: str = Field(description="the query token ('[CLS]', '[Q]', a word piece, '[MASK]') or 'image i'")
 
 
@@ -84,6 +117,8 @@ class Explanation(BaseModel):
 class BatchSearchRequest(BaseModel):
     """Several queries answered together (they share forward passes)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     queries: list[SearchRequest] = Field(description="the queries, answered in this order")
 
 
@@ -93,7 +128,10 @@ class Document(BaseModel):
     pid: int = Field(description="position of the document in the index")
     id: str | None = Field(description="the document's id in its collection")
     text: str | None
-    image_url: str | None = Field(description="where this service serves the document's image, if it has one")
+    image_url: str | None = Field(description="where this service serves the document's (first) image")
+    image_urls: list[str] = Field(
+        default_factory=list, description="every image of the document, in order ('image i' is the i-th)"
+    )
     metadata: dict[str, Any] | None
 
 
@@ -110,7 +148,10 @@ class Hit(Document):
 
 
 class SearchResponse(BaseModel):
-    query: str
+    query: str = Field(description="the question, as given")
+    instruction: str | None = Field(
+        default=None, description="the instruction the model read before the question (None: none)"
+    )
     k: int
     with_image: bool = Field(description="whether the query had an image")
     took_ms: float = Field(description="time from receiving the query to its results, in milliseconds")
@@ -145,6 +186,8 @@ class Limits(BaseModel):
     max_batch_queries: int
     max_image_bytes: int
     max_image_pixels: int
+    max_concurrent_decodes: int
+    request_body_timeout_s: float
 
 
 class ServiceInfo(BaseModel):
@@ -152,6 +195,12 @@ class ServiceInfo(BaseModel):
 
     index: str = Field(description="name of the index folder")
     checkpoint: str | None = Field(description="checkpoint the index was built with")
+    checkpoint_name: str | None = Field(default=None, description="its name (the last part of its path)")
+    default_instructions: dict[str, str] = Field(
+        default_factory=dict,
+        description="per query form (image_and_question, question, image), the instruction a query gets "
+        "when it gives none; empty for checkpoints that read no instruction",
+    )
     num_documents: int
     dim: int
     nbits: int

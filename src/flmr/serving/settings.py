@@ -19,6 +19,13 @@ class ServiceSettings:
         max_image_bytes: largest image upload (raw bytes, before base64).
         max_image_pixels: largest image (width x height) decoded.
         max_request_bytes: largest request body of any kind.
+        decode_side: images are decoded (JPEG) or reduced (others) to about this many pixels on their
+            shorter side, never less, before the model's processor resizes them (to 224 or 336 px).
+        max_concurrent_decodes: most images decoded at once; more wait their turn. With
+            ``max_image_pixels`` it bounds the memory decoding takes (about 4 bytes per pixel each).
+        request_body_timeout_s: a request whose body has not fully arrived after this long gets 408.
+        keep_alive_timeout_s: idle keep-alive connections are closed after this long (uvicorn).
+        max_connections: connections served at once; more get 503 (uvicorn's ``limit_concurrency``).
         batch_max_size: most queries encoded in one forward pass.
         batch_wait_ms: how long the first query of a batch waits for others to join it.
         image_root: when set, document images are served only from inside this folder.
@@ -38,6 +45,11 @@ class ServiceSettings:
     max_image_bytes: int = 8 * MEBIBYTE
     max_image_pixels: int = 4096 * 4096
     max_request_bytes: int = 64 * MEBIBYTE
+    decode_side: int = 448
+    max_concurrent_decodes: int = 4
+    request_body_timeout_s: float = 10.0
+    keep_alive_timeout_s: int = 5
+    max_connections: int = 256
     batch_max_size: int = 32
     batch_wait_ms: float = 5.0
     image_root: Path | None = None
@@ -47,11 +59,35 @@ class ServiceSettings:
     def __post_init__(self) -> None:
         if not 1 <= self.default_k <= self.max_k:
             raise ValueError(f"default_k must be between 1 and max_k={self.max_k}, got {self.default_k}")
-        for name in ("max_query_chars", "max_batch_queries", "max_image_bytes", "max_image_pixels"):
+        for name in (
+            "max_query_chars",
+            "max_batch_queries",
+            "max_image_bytes",
+            "max_image_pixels",
+            "decode_side",
+            "max_concurrent_decodes",
+            "max_connections",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.request_body_timeout_s <= 0:
+            raise ValueError(f"request_body_timeout_s must be positive, got {self.request_body_timeout_s}")
         if self.batch_max_size < 1 or self.batch_wait_ms < 0:
             raise ValueError(
                 f"batch_max_size must be positive and batch_wait_ms not negative, got "
                 f"{self.batch_max_size} and {self.batch_wait_ms}"
             )
+
+    def server_options(self) -> dict[str, Any]:
+        """uvicorn's connection limits for this service (keyword arguments of ``uvicorn.run``/``Config``).
+
+        Example:
+            >>> ServiceSettings().server_options()["limit_concurrency"]
+            256
+        """
+        return {
+            "timeout_keep_alive": self.keep_alive_timeout_s,
+            "limit_concurrency": self.max_connections,
+            # request line and headers: 16 KiB at most (h11; httptools has its own fixed limits)
+            "h11_max_incomplete_event_size": 16 * 1024,
+        }

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from flmr.encoding.images import open_image
-from flmr.evaluation.queries import query_image, query_text
+from flmr.encoding.queries import query_text
+from flmr.evaluation.queries import query_image
 
 from .config import INSTRUCTION_MODES
 from .data import ContrastiveExample, Passage, TrainingDataError

@@ -1,5 +1,7 @@
-// The search page: asks /api/search (text) or /api/search/upload (text + image) and lists the results,
-// with each result's text highlighted by what its tokens added to the score when "explain" is on.
+// The search page: asks /api/search (text) or /api/search/upload (an image, with or without text) and
+// lists the results, with each result's text highlighted by what its words added to the score when
+// "explain" is on. The search's settings (not its image) are kept in the page's address, so it can be
+// linked to or bookmarked: /?query=...&k=5&filter=...&hybrid_weight=0.3&instruction=...
 "use strict";
 
 const form = document.getElementById("search-form");
@@ -11,6 +13,7 @@ const kInput = document.getElementById("k");
 const explainInput = document.getElementById("explain");
 const filterInput = document.getElementById("filter");
 const hybridInput = document.getElementById("hybrid-weight");
+const instructionInput = document.getElementById("instruction");
 const searchButton = document.getElementById("search-button");
 const statusLine = document.getElementById("status");
 const errorBox = document.getElementById("error");
@@ -25,9 +28,12 @@ async function loadInfo() {
     const info = await fetchJson("/api/info");
     limits = info.limits;
     kInput.max = limits.max_k;
-    kInput.value = limits.default_k;
-    const checkpoint = info.checkpoint ? ` · checkpoint ${info.checkpoint}` : "";
-    infoLine.textContent = `${info.index} · ${info.num_documents} documents · ${info.search} search${checkpoint}`;
+    if (!kInput.value) kInput.value = limits.default_k;
+    // The checkpoint's name only: a full path tells a reader nothing and overflows narrow screens.
+    const model = info.checkpoint_name ? ` · model ${info.checkpoint_name}` : "";
+    infoLine.textContent = `${info.index} · ${info.num_documents} documents${model}`;
+    infoLine.title = info.checkpoint ?? "";
+    instructionInput.closest("label").hidden = Object.keys(info.default_instructions ?? {}).length === 0;
   } catch (error) {
     infoLine.textContent = `index information unavailable (${error.message})`;
   }
@@ -37,17 +43,26 @@ async function fetchJson(url, options) {
   const response = await fetch(url, options);
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
-    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail ?? body);
-    throw new Error(`${response.status}: ${detail}`);
+    throw new Error(`${response.status}: ${errorText(body.detail ?? body)}`);
   }
   return body;
 }
 
-// The metadata filter (JSON text, checked by the service) and the BM25 share, when given.
+// A service error's detail: its text, or for a refused field "field: what is wrong" per problem.
+function errorText(detail) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((problem) => `${(problem.loc ?? []).slice(1).join(".") || "request"}: ${problem.msg}`).join("; ");
+  }
+  return JSON.stringify(detail);
+}
+
+// The metadata filter (JSON text, checked by the service), the BM25 share and the instruction, when given.
 function searchOptions() {
   const options = {};
   if (filterInput.value.trim()) options.filter = filterInput.value.trim();
   if (hybridInput.value !== "") options.hybrid_weight = hybridInput.value;
+  if (instructionInput.value.trim()) options.instruction = instructionInput.value.trim();
   return options;
 }
 
@@ -61,8 +76,23 @@ function searchRequest(query, k, image, explain, options = {}) {
     for (const [name, value] of Object.entries(options)) data.append(name, value);
     return fetchJson("/api/search/upload", { method: "POST", body: data });
   }
-  const params = new URLSearchParams({ q: query, k: String(k), explain: String(explain), ...options });
+  const params = new URLSearchParams({ query, k: String(k), explain: String(explain), ...options });
   return fetchJson(`/api/search?${params}`);
+}
+
+// The page's address holds the search (question, k and options) so it can be shared; not the image.
+function rememberSearch(query, k, options) {
+  const params = new URLSearchParams({ ...(query ? { query } : {}), k: String(k), ...options });
+  history.replaceState(null, "", `${window.location.pathname}?${params}`);
+}
+
+function restoreSearch(params) {
+  queryInput.value = params.get("query") ?? params.get("q") ?? "";
+  if (params.get("k")) kInput.value = params.get("k");
+  filterInput.value = params.get("filter") ?? "";
+  hybridInput.value = params.get("hybrid_weight") ?? "";
+  instructionInput.value = params.get("instruction") ?? "";
+  return queryInput.value.trim() !== "";
 }
 
 // The text with one <mark> per matched token; its background alpha is the token's contribution
@@ -90,15 +120,46 @@ function highlightedText(text, explanation, largest) {
   return nodes;
 }
 
-// What the images and the special tokens ([CLS], [D], [SEP]) add, which the text cannot show.
+// What the score owes to what the highlighted words cannot show: each image, and the document as a
+// whole (the markers the model adds around its text: [CLS], [D], [SEP]).
 function contributionSummary(explanation) {
   const parts = new Map();
   for (const token of explanation.document_tokens) {
     if (token.contribution <= 0 || token.start !== null) continue;
-    const name = token.kind === "image" ? token.label : token.kind === "text" ? "special tokens" : "other vectors";
+    const name =
+      token.kind === "image" ? `image ${token.image ?? 1}` : token.kind === "text" ? "whole document" : "other parts";
     parts.set(name, (parts.get(name) ?? 0) + token.contribution);
   }
   return [...parts].map(([name, value]) => `${name} ${value.toFixed(2)}`).join(" · ");
+}
+
+function showMetadata(list, metadata) {
+  const entries = Object.entries(metadata ?? {});
+  list.replaceChildren(
+    ...entries.flatMap(([name, value]) => {
+      const term = document.createElement("dt");
+      term.textContent = name;
+      const description = document.createElement("dd");
+      description.textContent = typeof value === "string" ? value : JSON.stringify(value);
+      return [term, description];
+    }),
+  );
+  list.hidden = entries.length === 0;
+}
+
+function showImages(container, hit) {
+  const urls = hit.image_urls?.length ? hit.image_urls : hit.image_url ? [hit.image_url] : [];
+  container.replaceChildren(
+    ...urls.map((url, i) => {
+      const thumbnail = document.createElement("img");
+      thumbnail.className = "thumbnail";
+      thumbnail.src = url;
+      thumbnail.alt = `image ${i + 1} of ${hit.id ?? hit.pid}`;
+      thumbnail.title = `image ${i + 1}`;
+      thumbnail.addEventListener("error", () => (thumbnail.hidden = true)); // missing on the server
+      return thumbnail;
+    }),
+  );
 }
 
 function checkImage(image) {
@@ -128,37 +189,46 @@ function showResults(response) {
       } else {
         text.textContent = hit.text ?? "";
       }
-      if (hit.image_url) {
-        const thumbnail = item.querySelector(".thumbnail");
-        thumbnail.src = hit.image_url;
-        thumbnail.alt = `image of ${hit.id ?? hit.pid}`;
-        thumbnail.hidden = false;
-        thumbnail.addEventListener("error", () => (thumbnail.hidden = true)); // missing on the server
-      }
+      showMetadata(item.querySelector(".metadata"), hit.metadata);
+      showImages(item.querySelector(".thumbnails"), hit);
       return item;
     }),
   );
-  const withImage = response.with_image ? " (text + image)" : "";
+  const withImage = response.with_image ? (response.query ? " (text + image)" : " (image only)") : "";
   statusLine.textContent = `${response.results.length} results in ${Math.round(response.took_ms)} ms${withImage}`;
+}
+
+function showError(message) {
+  resultList.replaceChildren();
+  statusLine.textContent = "";
+  errorBox.textContent = message;
+  errorBox.hidden = false;
+}
+
+function clearError() {
+  errorBox.hidden = true;
+  errorBox.textContent = "";
 }
 
 async function search(event) {
   event?.preventDefault();
+  clearError();
   const query = queryInput.value.trim();
-  if (!query) return;
   const image = imageInput.files[0] ?? null;
-  errorBox.hidden = true;
+  if (!query && !image) {
+    showError("Type a question or attach an image.");
+    return;
+  }
   searchButton.disabled = true;
   statusLine.textContent = "searching…";
   try {
     checkImage(image);
     const k = Number(kInput.value) || 10;
-    showResults(await searchRequest(query, k, image, explainInput.checked, searchOptions()));
+    const options = searchOptions();
+    rememberSearch(query, k, options);
+    showResults(await searchRequest(query, k, image, explainInput.checked, options));
   } catch (error) {
-    resultList.replaceChildren();
-    statusLine.textContent = "";
-    errorBox.textContent = error.message;
-    errorBox.hidden = false;
+    showError(error.message);
   } finally {
     searchButton.disabled = false;
   }
@@ -173,17 +243,16 @@ function previewImage() {
 }
 
 form.addEventListener("submit", search);
+form.addEventListener("input", clearError); // an error is about what was sent, not what is being typed
 imageInput.addEventListener("change", previewImage);
 clearImageButton.addEventListener("click", () => {
   imageInput.value = "";
   previewImage();
+  clearError();
 });
 
-// A link like /?q=question runs that search on load.
-const linkedQuery = new URLSearchParams(window.location.search).get("q");
+// A link like /?query=question&k=5 (or the older ?q=) runs that search on load.
+const linked = restoreSearch(new URLSearchParams(window.location.search));
 loadInfo().then(() => {
-  if (linkedQuery) {
-    queryInput.value = linkedQuery;
-    search();
-  }
+  if (linked) search();
 });
