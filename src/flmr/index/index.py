@@ -35,7 +35,14 @@ from flmr.index.errors import DAMAGED_HINT, DuplicateIdError, IndexFormatError
 from flmr.index.inputs import DEFAULT_DOCS_PER_CHUNK, DocumentChunk, EmbeddingsInput, iter_chunks
 from flmr.index.kmeans import CentroidAssigner
 from flmr.index.locking import DEFAULT_LOCK_TIMEOUT, write_lock
-from flmr.index.segments import Segment, check_small_file, ivf_from_keys, ivf_to_keys, segment_files, write_segment
+from flmr.index.segments import (
+    Segment,
+    check_small_file,
+    ivf_from_keys,
+    ivf_to_keys,
+    segment_files,
+    write_segment,
+)
 from flmr.index.storage import (
     MANIFEST_NAME,
     StoredDocument,
@@ -51,6 +58,7 @@ from flmr.index.storage import (
     save_array,
     write_manifest,
 )
+from flmr.index.verify import VerifyReport, verify_index
 
 DEFAULT_AUTO_REFRESH = 1.0  # seconds between two checks for a newer generation
 _LOAD_ATTEMPTS = 20
@@ -147,7 +155,9 @@ class Snapshot:
         ivf_offsets = load_array(ivf_offsets_path, False, (codec.num_partitions + 1,), np.int64)
         ivf_pids = load_array(path / files["ivf_pids"], mmap, (None,), np.int32)
         if ivf_offsets[0] != 0 or (np.diff(ivf_offsets) < 0).any() or ivf_offsets[-1] != ivf_pids.shape[0]:
-            raise damaged(ivf_offsets_path, f"its offsets do not run from 0 to the {ivf_pids.shape[0]} entries")
+            raise damaged(
+                ivf_offsets_path, f"its offsets do not run from 0 to the {ivf_pids.shape[0]} entries"
+            )
         deleted_path = path / files["deleted"]
         deleted_pids = load_array(deleted_path, False, (None,), np.int64)
         if deleted_pids.size and (deleted_pids.min() < 0 or deleted_pids.max() >= num_documents):
@@ -191,7 +201,10 @@ def _load_codec(path: Path, files: Mapping[str, str], settings: Mapping[str, Any
 
 
 def load_snapshot(
-    path: Path, mmap: bool = True, previous: Snapshot | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    path: Path,
+    mmap: bool = True,
+    previous: Snapshot | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> Snapshot:
     """The newest committed generation of the index at ``path``.
 
@@ -207,7 +220,9 @@ def load_snapshot(
         except IndexFormatError:
             if manifest_token(path) == token and not needs_recovery(path):
                 raise
-    raise IndexFormatError(f"the index at {path} changed {_LOAD_ATTEMPTS} times while it was opened; try again")
+    raise IndexFormatError(
+        f"the index at {path} changed {_LOAD_ATTEMPTS} times while it was opened; try again"
+    )
 
 
 class Index:
@@ -283,10 +298,8 @@ class Index:
         pinned.auto_refresh = None
         return pinned
 
-    def verify(self) -> list[str]:
-        """Problems found checking every file against its recorded checksum (see ``verify_index``)."""
-        from flmr.index.verify import verify_index
-
+    def verify(self) -> VerifyReport:
+        """Check every file of the index against its recorded checksum (see ``verify_index``)."""
         return verify_index(self.path)
 
     # -- properties ------------------------------------------------------------------------------------
@@ -579,7 +592,9 @@ class Index:
                     continue
                 key = _id_key(document_id)
                 if key in seen:
-                    raise DuplicateIdError(f"document id {document_id!r} appears twice in the added documents")
+                    raise DuplicateIdError(
+                        f"document id {document_id!r} appears twice in the added documents"
+                    )
                 seen.add(key)
                 if key in live:
                     if not replace:

@@ -38,7 +38,9 @@ def write_lock_path(index_path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def write_lock(index_path: Path, timeout: float = DEFAULT_LOCK_TIMEOUT, operation: str = "write") -> Iterator[None]:
+def write_lock(
+    index_path: Path, timeout: float = DEFAULT_LOCK_TIMEOUT, operation: str = "write"
+) -> Iterator[None]:
     """Hold the write lock of the index at ``index_path`` (waiting up to ``timeout`` seconds).
 
     Raises ``IndexLockedError`` naming the holder (pid, host, operation, since when) on timeout.
@@ -62,7 +64,12 @@ def write_lock(index_path: Path, timeout: float = DEFAULT_LOCK_TIMEOUT, operatio
     try:
         holder.write_text(
             json.dumps(
-                {"pid": os.getpid(), "host": socket.gethostname(), "operation": operation, "since": time.time()}
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "operation": operation,
+                    "since": time.time(),
+                }
             )
         )
         yield

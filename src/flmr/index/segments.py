@@ -159,7 +159,9 @@ class Segment:
                 check_small_file(index_folder, f"{entry['folder']}/{name}", checksums)
         doclens = np.asarray(load_array(folder / "doclens.npy", False, (num_documents,), np.int32), np.int64)
         if (doclens < 0).any() or int(doclens.sum()) != num_vectors:
-            raise damaged(folder / "doclens.npy", f"its lengths do not sum to the {num_vectors} vectors recorded")
+            raise damaged(
+                folder / "doclens.npy", f"its lengths do not sum to the {num_vectors} vectors recorded"
+            )
         offsets = load_array(folder / "document_offsets.npy", False, (num_documents + 1,), np.int64)
         if offsets[0] != 0 or (np.diff(offsets) <= 0).any():
             raise damaged(folder / "document_offsets.npy", "its offsets do not increase from 0")

@@ -112,7 +112,9 @@ def load_array(
         with open(path, "rb") as file:
             version = np.lib.format.read_magic(file)
             read_header = (
-                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
             )
             found_shape, fortran_order, found_dtype = read_header(file)
             offset = file.tell()
@@ -123,7 +125,8 @@ def load_array(
     if dtype is not None and found_dtype != np.dtype(dtype):
         raise damaged(path, f"dtype {found_dtype}, expected {np.dtype(dtype)}")
     if shape is not None and (
-        len(found_shape) != len(shape) or any(e is not None and e != f for e, f in zip(shape, found_shape))
+        len(found_shape) != len(shape)
+        or any(e is not None and e != f for e, f in zip(shape, found_shape, strict=True))
     ):
         raise damaged(path, f"shape {found_shape}, expected {tuple('*' if e is None else e for e in shape)}")
     count = int(np.prod(found_shape, dtype=np.int64))
@@ -191,44 +194,6 @@ class GrowingArrayFile:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class DocumentStoreWriter:
-    """Appends stored fields as JSON lines plus the byte offset of each line, for random access."""
-
-    def __init__(self, folder: Path) -> None:
-        self._file = open(folder / "documents.jsonl", "wb")  # noqa: SIM115 - closed in close()
-        self._offsets = GrowingArrayFile(folder / "document_offsets.npy", np.int64, ())
-        self._position = 0
-
-    def append(self, first_pid: int, documents: list[Mapping[str, Any]] | None, count: int) -> None:
-        lines = []
-        for row in range(count):
-            fields = documents[row] if documents is not None else {}
-            lines.append(_encode_document(first_pid + row, fields))
-        offsets = self._position + np.cumsum([0] + [len(line) for line in lines[:-1]], dtype=np.int64)
-        self._offsets.append(offsets[:count])
-        self._file.write(b"".join(lines))
-        self._position += sum(len(line) for line in lines)
-
-    def close(self) -> None:
-        self._offsets.append(np.array([self._position], dtype=np.int64))  # end of the last line
-        self._offsets.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-
-
-def _encode_document(pid: int, fields: Mapping[str, Any]) -> bytes:
-    unknown = set(fields) - set(DOCUMENT_FIELDS)
-    if unknown:
-        raise ValueError(
-            f"document {pid}: unknown stored fields {sorted(unknown)}, allowed: {DOCUMENT_FIELDS}"
-        )
-    try:
-        return (json.dumps({key: fields[key] for key in DOCUMENT_FIELDS if key in fields}) + "\n").encode()
-    except TypeError as error:
-        raise ValueError(f"document {pid}: stored fields are not JSON-serialisable ({error})") from error
 
 
 class DocumentStoreWriter:
@@ -379,7 +344,8 @@ def _check_manifest(folder: Path, path: Path, manifest: dict[str, Any]) -> None:
             isinstance(entry, dict)
             and isinstance(entry.get("folder"), str)
             and all(
-                isinstance(entry.get(key), int) and entry[key] >= 0 for key in ("num_documents", "num_vectors")
+                isinstance(entry.get(key), int) and entry[key] >= 0
+                for key in ("num_documents", "num_vectors")
             )
         ):
             raise fail(f"segment entry {entry!r} needs a folder and non-negative counts")
@@ -394,8 +360,11 @@ def inside_path(folder: Path, relative: str, manifest_path: Path) -> Path:
     """``folder / relative``, refusing absolute paths and any that resolve outside ``folder``."""
     candidate = Path(relative)
     root = folder.resolve()
-    if not relative or candidate.is_absolute() or ".." in candidate.parts or not (
-        (root / candidate).resolve().is_relative_to(root)
+    if (
+        not relative
+        or candidate.is_absolute()
+        or ".." in candidate.parts
+        or not ((root / candidate).resolve().is_relative_to(root))
     ):
         raise damaged(manifest_path, f"it names {relative!r}, which is not a path inside the index folder")
     return folder / candidate
