@@ -293,7 +293,7 @@ class Index:
         return self.auto_refresh is not None and self.refresh(self.auto_refresh)
 
     def snapshot(self) -> Index:
-        """A handle pinned to this handle's current generation (shares its loaded data; never refreshes)."""
+        """A handle on this handle's current generation that shares its loaded data and never refreshes by itself."""
         pinned = copy.copy(self)
         pinned.auto_refresh = None
         return pinned

@@ -458,9 +458,8 @@ def publish_build_folder(
         crash_point("overwrite-published")
         if retired is not None:
             shutil.rmtree(retired)
-    for owner in (folder, folder.parent):
-        if owner in _BUILD_LOCKS:
-            _BUILD_LOCKS.pop(owner).release()
+    if folder in _BUILD_LOCKS:
+        _BUILD_LOCKS.pop(folder).release()
 
 
 def _siblings(destination: Path, kind: str) -> list[Path]:
