@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import shutil
 import time
 import uuid
@@ -100,11 +101,11 @@ class Snapshot:
         """(index id, generation): changes on every commit and when the index is rebuilt."""
         return self.manifest.get("index_id"), int(self.manifest["generation"])
 
-    @property
+    @functools.cached_property
     def segment_first_vectors(self) -> np.ndarray:
         return np.array([s.first_vector for s in self.segments], dtype=np.int64)
 
-    @property
+    @functools.cached_property
     def segment_first_pids(self) -> np.ndarray:
         return np.array([s.first_pid for s in self.segments], dtype=np.int64)
 
@@ -217,8 +218,13 @@ def load_snapshot(
         token = manifest_token(path)
         try:
             return Snapshot.load(path, read_manifest(path), token, mmap, previous)
-        except IndexFormatError:
+        except (
+            IndexFormatError,
+            FileNotFoundError,
+        ) as error:  # a file removed under us: gone, or superseded?
             if manifest_token(path) == token and not needs_recovery(path):
+                if isinstance(error, FileNotFoundError):
+                    raise IndexFormatError(f"index file missing: {error.filename}; {DAMAGED_HINT}") from None
                 raise
     raise IndexFormatError(
         f"the index at {path} changed {_LOAD_ATTEMPTS} times while it was opened; try again"

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from flmr.index.errors import DAMAGED_HINT, IndexExistsError, IndexFormatError
+from flmr.index.errors import DAMAGED_HINT, IndexExistsError, IndexFormatError, IndexLockedError
 from flmr.index.locking import DEFAULT_LOCK_TIMEOUT, BuildLock, write_lock
 
 FORMAT_NAME = "flmr-plaid-index"
@@ -399,6 +399,8 @@ def new_build_folder(
     """
     _check_destination(destination, overwrite, index_markers)
     destination.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(IndexLockedError):  # best effort: a busy index is cleaned when published
+        recover(destination, lock_timeout=0)
     folder = destination.parent / f".{destination.name}.building-{uuid.uuid4().hex[:8]}"
     lock = BuildLock(folder)
     lock.acquire()  # a fresh name: nobody else holds it
