@@ -162,7 +162,23 @@ def test_chunks_resume_after_an_interrupted_run(tmp_path, make_model, monkeypatc
     vectors = [v for c in chunks for v in c.split()]
     assert all(torch.equal(a, b) for a, b in zip(vectors, original(docs), strict=True))
     with pytest.raises(CollectionError, match="another encoding run"):
-        list(encoder.encode_to_chunks(docs[:4], tmp_path, chunk_size=5))
+        list(DocumentEncoder(model, max_length=16).encode_to_chunks(docs, tmp_path, chunk_size=5))
+
+
+def test_resumed_chunks_are_encoded_again_when_their_documents_changed(tmp_path, make_model, monkeypatch):
+    model = make_model(tiny_config())
+    encoder = DocumentEncoder(model, batch_size=4, show_progress=False)
+    original = encoder.encode
+    list(encoder.encode_to_chunks(read_collection(DOCUMENTS * 3), tmp_path, chunk_size=5))
+    edited = DOCUMENTS * 3
+    edited[7] = "an edited text, with other words than before"  # same ids, chunk 1 changed
+    calls = []
+    monkeypatch.setattr(encoder, "encode", lambda docs: calls.append(len(docs)) or original(docs))
+    chunks = list(encoder.encode_to_chunks(read_collection(edited), tmp_path, chunk_size=5))
+    assert calls == [5]  # only the chunk holding the edited document
+    vectors = [v for c in chunks for v in c.split()]
+    assert all(torch.equal(a, b) for a, b in zip(vectors, original(read_collection(edited)), strict=True))
+    assert not torch.equal(vectors[7], original(read_collection(DOCUMENTS * 3))[7])
 
 
 def test_query_encoder_mixes_queries_with_and_without_images(tmp_path, make_model):

@@ -112,7 +112,7 @@ def test_documents_without_stored_fields_have_none(tmp_path, writer, documents) 
 def test_arrays_are_memory_mapped(tmp_path, writer, documents) -> None:
     writer.write(tmp_path / "index", documents)
     index = Index.load(tmp_path / "index")
-    segment = index._segments[0]
+    segment = index._state.segments[0]
     assert isinstance(segment.codes, np.memmap) and isinstance(segment.centroid_ids, np.memmap)
     assert isinstance(index.ivf_pids, np.memmap)
     assert not isinstance(Index.load(tmp_path / "index", mmap=False).ivf_pids, np.memmap)

@@ -4,13 +4,14 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from flmr.extras import require_extra
-from flmr.index import Index
+from flmr.index import Index, verify_index
 from flmr.retrieval.retriever import encoding_chunks_folder
 
-from .exit_codes import EXIT_OK
+from .exit_codes import EXIT_FAILURE, EXIT_OK
 from .loading import checkpoint_name, collection_source, index_checkpoint, load_retriever
 from .output import folder_size, hit_record, human_size, index_summary, print_hits_table, print_index_summary
 
@@ -71,17 +72,35 @@ def _point_at_resume_state(output: str) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    """Describe an index: checkpoint, settings, size on disk, document count."""
+    """Describe an index: checkpoint, settings, size on disk, document count (or ``--verify`` it)."""
     if Path(args.index).is_file():
         raise ValueError(
             f"{args.index} is a file, not an index: give the folder that `flmr index --output` wrote"
         )
+    if args.verify:
+        return run_verify(args)
     summary = index_summary(Index.load(args.index))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print_index_summary(summary)
     return EXIT_OK
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Check every file of an index against its recorded checksum; exit 1 when any is damaged."""
+    report = verify_index(args.index)
+    if args.json:
+        print(json.dumps({**asdict(report), "path": str(report.path), "ok": report.ok}, indent=2))
+    else:
+        for problem in report.problems:
+            print(f"damaged: {problem}")
+        if report.unchecked:
+            print(f"{len(report.unchecked)} files have no recorded checksum (written by an older flmr)")
+        print(
+            f"{args.index}: {report.files_checked} files match their checksums, {len(report.problems)} problems"
+        )
+    return EXIT_OK if report.ok else EXIT_FAILURE
 
 
 def run_search(args: argparse.Namespace) -> int:

@@ -194,10 +194,13 @@ def _add_info(commands: argparse._SubParsersAction) -> None:
         commands,
         "info",
         "Show what an index holds: checkpoint, settings, size on disk, document count.",
-        "  flmr info my_index\n  flmr info my_index --json",
+        "  flmr info my_index\n  flmr info my_index --json\n  flmr info my_index --verify",
     )
     info.add_argument("index", help="index folder")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.add_argument(
+        "--verify", action="store_true", help="check every file against its checksum (exit 1 if damaged)"
+    )
     info.set_defaults(handler=lazy_handler("flmr.cli.commands", "run_info"))
 
 

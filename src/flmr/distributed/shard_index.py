@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from flmr.index import (
     train_codec,
 )
 from flmr.index.builder import SAMPLE_POINTS_PER_PARTITION
-from flmr.index.storage import MANIFEST_NAME, new_build_folder, publish_build_folder
+from flmr.index.storage import MANIFEST_NAME, discard_build_folder, new_build_folder, publish_build_folder
 from flmr.search.sharded import SHARDS_MANIFEST, write_shards_manifest
 
 from .cluster import connect
@@ -140,13 +139,13 @@ def build_sharded_index(
         if num_shards == 1:
             # one shard is an ordinary index: it takes the place of the build folder
             single = folder / "index"
-            publish_build_folder(single, destination)
-            shutil.rmtree(folder)
+            publish_build_folder(single, destination, overwrite, (MANIFEST_NAME, SHARDS_MANIFEST))
+            discard_build_folder(folder)
         else:
             write_shards_manifest(folder, names, encoder=encoder, nbits=nbits, stores_vectors=store_vectors)
-            publish_build_folder(folder, destination)
+            publish_build_folder(folder, destination, overwrite, (MANIFEST_NAME, SHARDS_MANIFEST))
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        discard_build_folder(folder)
         raise
     return destination
 

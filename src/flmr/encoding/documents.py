@@ -141,28 +141,32 @@ class DocumentEncoder:
     ) -> Iterator[EmbeddingChunk]:
         """Encode into ``chunk_00000.safetensors``... under ``directory``, yielding each chunk.
 
-        Finished chunks are kept on disk: a run that dies resumes from the last finished chunk when
-        called again with the same model, documents and settings.
+        Finished chunks are kept on disk with a digest of their documents' contents (ids, texts,
+        images, image features): a run that dies resumes from the finished chunks when called again
+        with the same model and settings, and any chunk whose documents changed is encoded again.
+        Raises [`CollectionError`] if ``directory`` holds chunks of other settings (model, lengths).
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self._check_resumable(directory, documents, chunk_size)
+        record = self._resume_record(directory, chunk_size)
         starts = range(0, len(documents), chunk_size)
         for number, start in enumerate(
             tqdm(starts, desc="encoding chunks", unit="chunk", disable=not self.show_progress)
         ):
             path = directory / f"chunk_{number:05d}.safetensors"
-            if not path.exists():
+            digest = content_digest(documents[start : start + chunk_size])
+            if not path.exists() or record["chunks"].get(path.name) != digest:
                 vectors = self.encode(documents[start : start + chunk_size])
                 _write_atomically(path, vectors)
+                record["chunks"][path.name] = digest  # recorded after the chunk: a crash re-encodes it
+                _write_json_atomically(directory / CHUNK_MANIFEST, record)
             tensors = load_file(path)
             yield EmbeddingChunk(start, tensors["embeddings"], tensors["doclens"])
 
-    def _check_resumable(self, directory: Path, documents: list[Document], chunk_size: int) -> None:
+    def _resume_record(self, directory: Path, chunk_size: int) -> dict[str, Any]:
+        """The folder's record of settings and chunk digests; a new one if the folder has none."""
         settings = {
             "encoder": model_fingerprint(self.model),
-            "num_documents": len(documents),
-            "ids_digest": hashlib.sha256("\n".join(d.id for d in documents).encode()).hexdigest()[:32],
             "chunk_size": chunk_size,
             "max_length": self.max_length,
             "storage_dtype": str(self.storage_dtype),
@@ -170,12 +174,14 @@ class DocumentEncoder:
         manifest = directory / CHUNK_MANIFEST
         if manifest.exists():
             previous = json.loads(manifest.read_text())
-            if previous != settings:
+            if previous.get("settings") != settings:
                 raise CollectionError(
                     f"{directory} holds chunks of another encoding run ({manifest}); remove it or choose another folder"
                 )
-            return
-        manifest.write_text(json.dumps(settings, indent=1))
+            return previous
+        record = {"settings": settings, "chunks": {}}
+        _write_json_atomically(manifest, record)
+        return record
 
     def _encoded_batches(self, documents: list[Document]) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
         batches = self._plan_batches(documents)
@@ -296,6 +302,33 @@ class DocumentEncoder:
             concat_output_from_vision_encoder=True,
             concat_output_from_text_encoder=False,
         ).late_interaction_output
+
+
+def content_digest(documents: list[Document]) -> str:
+    """Digest of what determines the documents' vectors: ids, texts, image paths and image features."""
+    digest = hashlib.sha256()
+    for document in documents:
+        features = document.image_features
+        item = [
+            document.id,
+            document.text,
+            document.image_paths,
+            None
+            if features is None
+            else [
+                str(features.dtype),
+                features.shape,
+                hashlib.sha256(np.ascontiguousarray(features)).hexdigest(),
+            ],
+        ]
+        digest.update(hashlib.sha256(json.dumps(item, default=str).encode()).digest())
+    return digest.hexdigest()[:32]
+
+
+def _write_json_atomically(path: Path, value: Any) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(value, indent=1))
+    os.replace(temporary, path)
 
 
 def _write_atomically(path: Path, vectors: list[torch.Tensor]) -> None:

@@ -8,24 +8,29 @@ Example:
 
 from flmr.index.builder import IndexWriter, train_codec
 from flmr.index.codec import SUPPORTED_NBITS, ResidualCodec
-from flmr.index.errors import IndexExistsError, IndexFormatError
+from flmr.index.errors import DuplicateIdError, IndexExistsError, IndexFormatError, IndexLockedError
 from flmr.index.index import Index
 from flmr.index.inputs import DocumentChunk, iter_chunks
 from flmr.index.kmeans import CentroidAssigner, default_num_partitions, train_centroids
 from flmr.index.storage import StoredDocument
+from flmr.index.verify import VerifyReport, verify_index
 
 __all__ = [
     "SUPPORTED_NBITS",
     "CentroidAssigner",
     "DocumentChunk",
+    "DuplicateIdError",
     "Index",
     "IndexExistsError",
     "IndexFormatError",
+    "IndexLockedError",
     "IndexWriter",
     "ResidualCodec",
     "StoredDocument",
+    "VerifyReport",
     "default_num_partitions",
     "iter_chunks",
     "train_centroids",
     "train_codec",
+    "verify_index",
 ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
-import shutil
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +25,12 @@ from flmr.index.inputs import (
     iter_chunks,
 )
 from flmr.index.kmeans import CentroidAssigner, default_num_partitions, train_centroids
-from flmr.index.segments import ivf_from_keys, write_segment
+from flmr.index.segments import ivf_from_keys, segment_files, write_segment
 from flmr.index.storage import (
     FORMAT_NAME,
     FORMAT_VERSION,
-    new_build_folder,
+    build_folder,
+    checksummed_files,
     publish_build_folder,
     save_array,
     write_manifest,
@@ -136,6 +137,7 @@ class IndexWriter:
         documents: Sequence[Mapping[str, Any]] | None = None,
         *,
         encoder: Mapping[str, Any] | None = None,
+        encoding: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         expected_num_vectors: int | None = None,
     ) -> Index:
@@ -145,19 +147,24 @@ class IndexWriter:
         ``doclens``, or an iterable of chunks (see ``iter_chunks``) for collections larger than RAM. With a
         stream, k-means samples its first chunks, so shuffle the collection or pass ``num_partitions`` or
         ``expected_num_vectors`` for a stream of over 2M vectors. ``encoder`` (checkpoint name, hash, ...)
-        is stored in the manifest. Documents with no vectors are allowed and are never retrieved.
+        is stored in the manifest, and so is ``encoding`` (how the documents were encoded, e.g.
+        ``{"max_length": 512}``), which ``Retriever.add`` reuses. Documents with no vectors are allowed
+        and are never retrieved. The new index replaces an older one (``overwrite=True``) under the
+        index's write lock; a build killed at any point leaves the older index (restored on next open).
         """
         destination = Path(path)
-        folder = new_build_folder(destination, overwrite)
-        try:
+        with build_folder(destination, overwrite) as folder:
             manifest = self._build(
                 folder, embeddings, doclens, documents, dict(encoder or {}), expected_num_vectors
             )
+            manifest["index_id"] = uuid.uuid4().hex
+            manifest["encoding"] = dict(encoding or {})
+            relatives = [*manifest["files"].values()]
+            for segment in manifest["segments"]:
+                relatives += segment_files(segment["folder"], self.store_vectors)
+            manifest["checksums"] = checksummed_files(folder, relatives)
             write_manifest(folder, manifest)
-            publish_build_folder(folder, destination)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+            publish_build_folder(folder, destination, overwrite)
         return Index.load(destination)
 
     def _build(

@@ -1,9 +1,22 @@
-"""Errors raised by the index: each names the offending path or input."""
+"""Errors raised by the index: each names the offending path or input and says what to do."""
+
+DAMAGED_HINT = (
+    "run `flmr info --verify INDEX` to list every damaged file, then rebuild the index (or restore it "
+    "from a backup)"
+)
 
 
 class IndexFormatError(ValueError):
-    """A folder is not a complete, readable flmr index (no or invalid manifest, missing files)."""
+    """A folder is not a complete, readable flmr index (no or invalid manifest, missing or damaged files)."""
 
 
 class IndexExistsError(FileExistsError):
     """Writing would replace an existing index and ``overwrite=True`` was not given."""
+
+
+class IndexLockedError(TimeoutError):
+    """Another writer held the index's write lock for longer than the timeout; the message names it."""
+
+
+class DuplicateIdError(ValueError):
+    """Documents added with an id that a live document of the index (or of the same batch) already has."""

@@ -9,9 +9,10 @@ segment; each ``Index.add`` appends another, so updates never rewrite the bulk o
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,14 @@ from tqdm.auto import tqdm
 from flmr.index.codec import ResidualCodec
 from flmr.index.inputs import DocumentChunk, validate_chunk
 from flmr.index.kmeans import CentroidAssigner
-from flmr.index.storage import DocumentStoreReader, DocumentStoreWriter, GrowingArrayFile, load_array
+from flmr.index.storage import (
+    DocumentStoreReader,
+    DocumentStoreWriter,
+    GrowingArrayFile,
+    damaged,
+    file_checksum,
+    load_array,
+)
 
 _PID_BITS = 32  # an inverted-list entry is packed as (centroid_id << 32) | pid, so sorting orders both
 
@@ -107,10 +115,28 @@ def ivf_to_keys(offsets: np.ndarray, pids: np.ndarray) -> torch.Tensor:
     return (centroid_ids << _PID_BITS) | torch.from_numpy(np.asarray(pids, dtype=np.int64))
 
 
+SEGMENT_FILES = ("codes.npy", "centroid_ids.npy", "doclens.npy", "document_offsets.npy", "documents.jsonl")
+VECTORS_FILE = "vectors.npy"
+
+
+def segment_files(folder: str, stores_vectors: bool) -> list[str]:
+    """Relative paths of the files of the segment in ``folder`` (relative to the index)."""
+    names = [*SEGMENT_FILES, VECTORS_FILE] if stores_vectors else list(SEGMENT_FILES)
+    return [f"{folder}/{name}" for name in names]
+
+
+def check_small_file(index_folder: Path, relative: str, checksums: Mapping[str, str]) -> None:
+    """Compare a small file (read whole at load anyway) with its recorded checksum, if there is one."""
+    expected = checksums.get(relative)
+    if expected is not None and file_checksum(index_folder / relative) != expected:
+        raise damaged(index_folder / relative, "its contents do not match the checksum recorded at commit")
+
+
 @dataclass
 class Segment:
     """A loaded segment: memory-mapped codes and centroid ids, document lengths and stored fields."""
 
+    folder: Path
     first_pid: int
     first_vector: int
     codes: np.ndarray
@@ -118,19 +144,57 @@ class Segment:
     doclens: np.ndarray
     store: DocumentStoreReader
     vectors: np.ndarray | None  # float16 (n_vectors, dim) when the index keeps full-precision vectors
+    _ids: list[Any] | None = None
 
     @classmethod
-    def load(cls, folder: Path, first_pid: int, first_vector: int, mmap: bool) -> Segment:
+    def load(
+        cls,
+        index_folder: Path,
+        entry: Mapping[str, Any],
+        first_pid: int,
+        first_vector: int,
+        settings: Mapping[str, Any],
+        checksums: Mapping[str, str],
+        mmap: bool,
+    ) -> Segment:
+        """Open the segment of manifest ``entry``, checking every file's shape against the manifest.
+
+        Raises ``IndexFormatError`` naming the first missing or damaged file.
+        """
+        folder = index_folder / entry["folder"]
+        num_documents, num_vectors = entry["num_documents"], entry["num_vectors"]
+        for name in ("doclens.npy", "document_offsets.npy"):
+            if (folder / name).is_file():
+                check_small_file(index_folder, f"{entry['folder']}/{name}", checksums)
+        doclens = np.asarray(load_array(folder / "doclens.npy", False, (num_documents,), np.int32), np.int64)
+        if (doclens < 0).any() or int(doclens.sum()) != num_vectors:
+            raise damaged(
+                folder / "doclens.npy", f"its lengths do not sum to the {num_vectors} vectors recorded"
+            )
+        offsets = load_array(folder / "document_offsets.npy", False, (num_documents + 1,), np.int64)
+        if offsets[0] != 0 or (np.diff(offsets) <= 0).any():
+            raise damaged(folder / "document_offsets.npy", "its offsets do not increase from 0")
+        bytes_per_vector = settings.get("bytes_per_vector")
+        vectors = None
+        if settings.get("stores_vectors", False) or (folder / VECTORS_FILE).exists():
+            vectors = load_array(folder / VECTORS_FILE, mmap, (num_vectors, settings["dim"]), np.float16)
         return cls(
+            folder,
             first_pid,
             first_vector,
-            load_array(folder / "codes.npy", mmap),
-            load_array(folder / "centroid_ids.npy", mmap),
-            np.asarray(load_array(folder / "doclens.npy", mmap=False), dtype=np.int64),
-            DocumentStoreReader(folder),
-            load_array(folder / "vectors.npy", mmap) if (folder / "vectors.npy").exists() else None,
+            load_array(folder / "codes.npy", mmap, (num_vectors, bytes_per_vector), np.uint8),
+            load_array(folder / "centroid_ids.npy", mmap, (num_vectors,), np.int32),
+            doclens,
+            DocumentStoreReader(folder, offsets),
+            vectors,
         )
 
     @property
     def num_vectors(self) -> int:
         return self.codes.shape[0]
+
+    def ids(self) -> list[Any]:
+        """Stored id of every document of the segment, read once (segments never change)."""
+        if self._ids is None:
+            self._ids = self.store.ids()
+        return self._ids

@@ -27,6 +27,8 @@ from flmr.search.filters import MetadataFilter
 from flmr.search.hybrid import Fusion, HybridSearcher
 
 ENCODING_CHUNK_SIZE = 10_000
+DEFAULT_MAX_LENGTH = 512
+STORAGE_DTYPE = "float16"  # DocumentEncoder's storage dtype, recorded with the index
 
 
 def encoding_chunks_folder(path: str | os.PathLike) -> Path:
@@ -38,6 +40,19 @@ def encoding_chunks_folder(path: str | os.PathLike) -> Path:
 
 class EncoderMismatchError(ValueError):
     """An index was built with another checkpoint than the one that encodes the queries."""
+
+
+def recorded_max_length(index: Index) -> int:
+    """The token limit the index's documents were encoded with.
+
+    Read from the index's encoding record; an index built before it existed is asked through the
+    layout stored with its first document, and otherwise the encoder's default applies.
+    """
+    recorded = index.encoding.get("max_length")
+    if recorded is None and index.num_documents:
+        layout = index.document(0).vector_layout or []
+        recorded = next((block.get("max_length") for block in layout if block.get("kind") == "text"), None)
+    return int(recorded or DEFAULT_MAX_LENGTH)
 
 
 def stored_fields(document: Document, layout: list[dict] | None = None) -> dict[str, Any]:
@@ -105,7 +120,7 @@ class Retriever:
         nbits: int = 2,
         overwrite: bool = False,
         image_root: str | os.PathLike | None = None,
-        max_length: int = 512,
+        max_length: int = DEFAULT_MAX_LENGTH,
         show_progress: bool = True,
         **writer_settings: Any,
     ) -> Index:
@@ -121,20 +136,37 @@ class Retriever:
         chunk_dir = encoding_chunks_folder(path)
         writer = IndexWriter(nbits=nbits, device=self.device, show_progress=show_progress, **writer_settings)
         chunks = self._encoded_chunks(documents, chunk_dir, max_length, show_progress)
-        index = writer.write(path, chunks, encoder=self.fingerprint, overwrite=overwrite)
+        encoding = {"max_length": max_length, "storage_dtype": STORAGE_DTYPE}
+        index = writer.write(path, chunks, encoder=self.fingerprint, encoding=encoding, overwrite=overwrite)
         shutil.rmtree(chunk_dir, ignore_errors=True)
         return index
 
     def add(self, index: Index | str | os.PathLike, collection: Any, image_root: str | None = None) -> range:
-        """Encode and append documents to an existing index; returns their pids."""
+        """Encode and append documents to an existing index; returns their pids.
+
+        Documents are encoded as the index's were (its recorded ``max_length``). Raises
+        ``DuplicateIdError`` naming an id the index already has (see [`upsert`]).
+        """
+        return self._add(index, collection, image_root, replace=False)
+
+    def upsert(
+        self, index: Index | str | os.PathLike, collection: Any, image_root: str | None = None
+    ) -> range:
+        """Like [`add`], but documents whose id is in the index replace those, in one commit."""
+        return self._add(index, collection, image_root, replace=True)
+
+    def _add(
+        self, index: Index | str | os.PathLike, collection: Any, image_root: str | None, replace: bool
+    ) -> range:
         index = self._open(index)
         documents = read_collection(collection, image_root)
-        encoder = self._document_encoder(512, show_progress=False)
+        encoder = self._document_encoder(recorded_max_length(index), show_progress=False)
         vectors = encoder.encode(documents)
         fields = [
             stored_fields(d, encoder.layout(d, v.shape[0])) for d, v in zip(documents, vectors, strict=True)
         ]
-        return index.add(vectors, documents=fields, device=self.device)
+        write = index.upsert if replace else index.add
+        return write(vectors, documents=fields, device=self.device)
 
     def _encoded_chunks(
         self, documents: list[Document], chunk_dir: Path, max_length: int, show_progress: bool
@@ -358,7 +390,11 @@ class Retriever:
         return explain_document(index, pid, query_vectors, labels, tokens, normalize_decompressed)
 
     def _open(self, index: Index | str | os.PathLike) -> Index:
-        index = index if isinstance(index, Index) else Index.load(index)
+        """Load ``index``, or move an open one to the newest generation (at most every ``auto_refresh`` s)."""
+        if isinstance(index, Index):
+            index.refresh_if_due()
+        else:
+            index = Index.load(index)
         built_with = index.encoder
         if built_with.get("digest") and not same_encoder(built_with, self.fingerprint):
             raise EncoderMismatchError(

@@ -286,7 +286,7 @@ def _column(num_documents: int, present: np.ndarray, entries: dict[type, tuple[l
 
 @dataclass
 class _ColumnCache:
-    store_key: tuple[str, ...]
+    store_key: tuple[str | None, ...]
     columns: dict[str, _Column]
 
 
@@ -294,9 +294,9 @@ _CACHE: weakref.WeakKeyDictionary[Index, _ColumnCache] = weakref.WeakKeyDictiona
 _CACHE_LOCK = threading.Lock()
 
 
-def store_key(index: Index) -> tuple[str, ...]:
-    """Identifies the document store's contents: it changes on ``add``, not on ``delete``."""
-    return tuple(segment["folder"] for segment in index.manifest["segments"])
+def store_key(index: Index) -> tuple[str | None, ...]:
+    """Identifies the document store's contents: it changes on ``add`` and rebuilds, not on ``delete``."""
+    return (index.manifest.get("index_id"), *(segment["folder"] for segment in index.manifest["segments"]))
 
 
 def _columns_for(index: Index, names: tuple[str, ...]) -> dict[str, _Column]:

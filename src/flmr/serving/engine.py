@@ -68,9 +68,7 @@ class SearchEngine:
         self.index = index
         self.settings = settings or ServiceSettings()
         self.ready = False
-        self._pids_by_id: dict[str, int] = {}
-        self._pids_by_id_generation = -1
-        self._pids_by_id_lock = threading.Lock()
+        self._searching = threading.Lock()  # held while a batch searches: the index moves on only between
 
     def warm_up(self) -> None:
         """Run one query end to end: checks the index fits the checkpoint and pays first-call costs."""
@@ -78,13 +76,30 @@ class SearchEngine:
         self.ready = True
 
     def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[SearchHit]]:
-        """The hits of every query, best first; queries with and without images are encoded separately.
+        """The hits of every query, best first, all from one generation of the index.
 
-        Raises ``InputError`` (422) when the model's tokenizer rejects a query's text: the batcher then
-        runs the batch's queries one by one, so only that query fails.
+        Before each batch the index moves to the newest committed generation if it was last checked
+        over ``settings.index_refresh_seconds`` ago, so other processes' adds and deletes are served
+        within that delay plus the batch in flight. Raises ``InputError`` (422) when the model's
+        tokenizer rejects a query's text: the batcher then runs the batch's queries one by one, so only
+        that query fails.
         """
         for query in queries:
             self._check_tokenizable(query)
+        with self._searching:
+            self.index.refresh(self.settings.index_refresh_seconds)
+            return self._search_batch(queries)
+
+    def _refresh_between_searches(self) -> None:
+        """Move to the newest generation for a lookup, unless a batch is searching (it just did)."""
+        if self._searching.acquire(blocking=False):
+            try:
+                self.index.refresh(self.settings.index_refresh_seconds)
+            finally:
+                self._searching.release()
+
+    def _search_batch(self, queries: Sequence[SearchQuery]) -> list[list[SearchHit]]:
+        """The hits of every query, best first; queries with and without images are encoded separately."""
         results: list[list[SearchHit]] = [[] for _ in queries]
         # Text-only and image queries differ in length; grouping them keeps every query's vectors
         # (and so its results) independent of which other queries shared its batch. Queries with
@@ -125,6 +140,7 @@ class SearchEngine:
 
     def document(self, pid: int) -> StoredDocument:
         """Stored fields of document ``pid``; ``DocumentNotFound`` when there is none or it was deleted."""
+        self._refresh_between_searches()
         if not 0 <= pid < self.index.num_documents or bool(self.index.deleted[pid]):
             raise DocumentNotFound(
                 f"no document with pid {pid}: the index has pids 0..{self.index.num_documents - 1}"
@@ -132,16 +148,10 @@ class SearchEngine:
         return self.index.document(pid)
 
     def pid_of(self, document_id: str) -> int:
-        """The pid of the document stored with id ``document_id`` (the last one, if ids repeat)."""
-        with self._pids_by_id_lock:
-            if self._pids_by_id_generation != self.index.generation:
-                # Built on first use and after updates: the store is read document by document.
-                self._pids_by_id = {
-                    str(self.index.document(pid).id): pid for pid in range(self.index.num_documents)
-                }
-                self._pids_by_id_generation = self.index.generation
-            pid = self._pids_by_id.get(document_id)
-        if pid is None or bool(self.index.deleted[pid]):
+        """The pid of the live document stored with id ``document_id`` (ids are unique in an index)."""
+        self._refresh_between_searches()
+        pid = self.index.pid_of(document_id)
+        if pid is None:
             raise DocumentNotFound(f"no document with id {document_id!r}")
         return pid
 

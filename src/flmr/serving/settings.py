@@ -31,6 +31,8 @@ class ServiceSettings:
         image_root: when set, document images are served only from inside this folder.
         exact: score every document by full MaxSim instead of PLAID search.
         plaid_settings: keyword arguments of [`PlaidSearcher`] (``ncells``, ``ndocs``, ...).
+        index_refresh_seconds: how often the service checks for a newer generation of the index (other
+            processes' adds and deletes); a commit is served within this delay plus one batch.
 
     Example:
         >>> settings = ServiceSettings(max_k=50, batch_wait_ms=2.0)
@@ -55,6 +57,7 @@ class ServiceSettings:
     image_root: Path | None = None
     exact: bool = False
     plaid_settings: dict[str, Any] = field(default_factory=dict)
+    index_refresh_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_k <= self.max_k:
