@@ -53,7 +53,9 @@ def query_form(question: str | None, has_image: bool, position: int = 0) -> Quer
     if has_question:
         return "image_and_question" if has_image else "question"
     if not has_image:
-        raise CollectionError(f"query {position} has neither text nor an image: give a question, an image or both")
+        raise CollectionError(
+            f"query {position} has neither text nor an image: give a question, an image or both"
+        )
     return "image"
 
 
