@@ -30,6 +30,8 @@ from synthetic import SyntheticCollection
 import flmr.index.index as index_module
 import flmr.index.segments as segments_module
 from flmr.index import Index, IndexWriter
+from flmr.index.locking import write_lock
+from flmr.index.storage import recover
 from flmr.search import PlaidSearcher
 
 
@@ -73,6 +75,15 @@ def interleaved(variants: dict[str, Callable[[], None]], trials: int) -> dict[st
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def timed_median(run: Callable[[], object], trials: int) -> float:
+    durations = []
+    for _ in range(trials):
+        started = time.perf_counter()
+        run()
+        durations.append(time.perf_counter() - started)
+    return statistics.median(durations)
+
+
 def report(title: str, medians: dict[str, float], baseline: str, trials: int) -> None:
     base = medians[baseline]
     cells = ", ".join(
@@ -98,11 +109,8 @@ def main() -> None:
         print(
             f"index: {index.num_documents} documents, {index.num_vectors} vectors, {index.num_partitions} partitions"
         )
-        extra = iter(
-            SyntheticCollection(args.batch * (args.trials + 1) * 3, mean_length=30, dim=128, seed=1).chunks(
-                args.batch
-            )
-        )
+        batches = SyntheticCollection(args.batch * (args.trials + 1) * 3, mean_length=30, dim=128, seed=1)
+        extra = iter(list(batches.chunks(args.batch)))  # generated before timing
 
         def add() -> None:
             index.add(iter([next(extra)]))
@@ -121,6 +129,17 @@ def main() -> None:
         )
         report(f"add of {args.batch} documents", medians, "no lock/re-read", args.trials)
 
+        def take_lock() -> None:
+            with write_lock(path):
+                pass
+
+        lock_seconds = timed_median(take_lock, args.trials)
+        recover_seconds = timed_median(lambda: recover(path), args.trials)
+        print(
+            f"  of which: write lock taken and released {lock_seconds * 1000:.2f} ms, "
+            f"recovery check {recover_seconds * 1000:.2f} ms (median of {args.trials})"
+        )
+
         queries = collection.queries(args.trials, length=32)
         following, pinned = Index.load(path, auto_refresh=0.0), Index.load(path, auto_refresh=None)
         position = iter(range(10**9))
@@ -136,6 +155,10 @@ def main() -> None:
             {"refresh check per search": search(following), "no refresh": search(pinned)}, args.trials
         )
         report("PLAID search of one query", medians, "no refresh", args.trials)
+        refresh_seconds = timed_median(following.refresh, args.trials)
+        print(
+            f"  of which: one refresh check with nothing new {refresh_seconds * 1e6:.1f} us (median of {args.trials})"
+        )
 
         def load_checked() -> None:
             Index.load(path)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
 import shutil
 import time
 import uuid
@@ -199,6 +200,15 @@ def _load_codec(path: Path, files: Mapping[str, str], settings: Mapping[str, Any
             f"{MANIFEST_NAME} dim {settings['dim']} and {settings['num_partitions']}; {DAMAGED_HINT}"
         )
     return codec
+
+
+def committed_identity(path: Path) -> tuple[Any, int] | None:
+    """(index id, generation) of the manifest committed at ``path`` now; None if it cannot be read."""
+    try:
+        manifest = json.loads((path / MANIFEST_NAME).read_bytes())
+        return manifest.get("index_id"), int(manifest["generation"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def load_snapshot(
@@ -522,7 +532,8 @@ class Index:
         """Hold the write lock, repair leftovers, and move to the newest generation to write on top of it."""
         with write_lock(self.path, self.lock_timeout, operation):
             recover(self.path, self.lock_timeout)
-            self._state = load_snapshot(self.path, self.mmap, self._state, self.lock_timeout)
+            if committed_identity(self.path) != self._state.identity:
+                self._state = load_snapshot(self.path, self.mmap, self._state, self.lock_timeout)
             self._checked_at = time.monotonic()
             self._remove_unreferenced_files()
             yield

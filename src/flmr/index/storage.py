@@ -418,8 +418,9 @@ def new_build_folder(
     """
     _check_destination(destination, overwrite, index_markers)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(IndexLockedError):  # best effort: a busy index is cleaned when published
-        recover(destination, lock_timeout=0)
+    if _siblings(destination, "building") or _siblings(destination, "retired"):
+        with contextlib.suppress(IndexLockedError):  # best effort: a busy index is cleaned when published
+            recover(destination, lock_timeout=0)
     folder = destination.parent / f".{destination.name}.building-{uuid.uuid4().hex[:8]}"
     lock = BuildLock(folder)
     lock.acquire()  # a fresh name: nobody else holds it
