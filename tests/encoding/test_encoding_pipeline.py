@@ -208,4 +208,5 @@ def test_fingerprint_ignores_folder_and_dtype_but_not_weights(make_model):
     reference = model_fingerprint(absolute)
     assert same_encoder(reference, model_fingerprint(relative))
     assert not same_encoder(reference, model_fingerprint(retrained))
-    assert not same_encoder(reference, model_fingerprint(make_model(tiny_config())))
+    other = make_model(tiny_config(), seed=1)  # seed 0 would rebuild FLMR_TINY itself
+    assert not same_encoder(reference, model_fingerprint(other))

@@ -108,7 +108,11 @@ def _add_tiny_checkpoint(commands: argparse._SubParsersAction) -> None:
         help="FLMR (MLP mapping network) or PreFLMR (transformer mapping network) (default: %(default)s)",
     )
     tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
-    tiny.add_argument("--overwrite", action="store_true", help="replace an existing folder at FOLDER")
+    tiny.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into FOLDER even if it exists (its checkpoint files are replaced)",
+    )
     tiny.set_defaults(handler=lazy_handler("flmr.cli.commands", "run_tiny_checkpoint"))
 
 
