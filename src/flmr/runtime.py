@@ -224,9 +224,25 @@ def _busy_cpu_seconds(stat: Path = _PROC / "stat") -> float:
 _load = _OtherProcessesLoad()
 
 
+_reserved = {"cpus": 0}
+
+
+def reserve_cpus(count: int) -> int:
+    """Keep ``count`` usable cores free of flmr's sized work (e.g. for a service's request handling).
+
+    Returns the previous reservation, to restore it. Sized work still gets at least one thread.
+    """
+    if count < 0:
+        raise ValueError(f"cannot reserve {count} cores")
+    previous, _reserved["cpus"] = _reserved["cpus"], count
+    return previous
+
+
 def free_cpus() -> int:
-    """Usable cores not busy with other processes lately (at least 1)."""
-    return max(1, min(usable_cpus(), int(usable_cpus() - _load.busy_cores() + 0.5)))
+    """Usable cores neither reserved ([`reserve_cpus`]) nor busy with other processes lately (at least 1)."""
+    usable = usable_cpus()
+    not_busy = int(usable - _load.busy_cores() + 0.5)
+    return max(1, min(usable - _reserved["cpus"], not_busy))
 
 
 def threads_for(work: float) -> int:

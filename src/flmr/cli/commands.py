@@ -23,7 +23,7 @@ def run_index(args: argparse.Namespace) -> int:
 
         return index_on_ray(args, collection, image_root, checkpoint)
     started = time.perf_counter()
-    retriever = load_retriever(checkpoint, args.device, args.batch_size)
+    retriever = load_retriever(checkpoint, args.device, args.batch_size, args.precision)
     index = retriever.index(
         collection,
         args.output,
@@ -56,7 +56,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"image file {args.image!r} does not exist")
     index = Index.load(args.index)
     checkpoint = index_checkpoint(index, args.checkpoint)
-    retriever = load_retriever(checkpoint, args.device)
+    retriever = load_retriever(checkpoint, args.device, precision=args.precision)
     images = [args.image] if args.image is not None else None
     hits = retriever.search(
         [args.question],
@@ -102,7 +102,9 @@ def run_serve(args: argparse.Namespace) -> int:
             "pip install fastapi uvicorn python-multipart"
         ) from None
     index = Index.load(args.index)
-    retriever = load_retriever(index_checkpoint(index, args.checkpoint), args.device, args.max_batch_size)
+    retriever = load_retriever(
+        index_checkpoint(index, args.checkpoint), args.device, args.max_batch_size, args.precision
+    )
     settings = ServiceSettings(
         max_k=args.max_k,
         default_k=min(10, args.max_k),

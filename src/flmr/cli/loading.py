@@ -40,11 +40,15 @@ def positive_int(value: str) -> int:
     return number
 
 
-def load_retriever(checkpoint: str, device: str, batch_size: int = 32) -> Retriever:
-    """Load ``checkpoint`` for encoding on ``device``; the retriever records the checkpoint's name."""
+def load_retriever(
+    checkpoint: str, device: str, batch_size: int = 32, precision: str = "float32"
+) -> Retriever:
+    """Load ``checkpoint`` for encoding on ``device`` in ``precision``; the retriever records the checkpoint's name."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    retriever = Retriever.from_pretrained(checkpoint, device=device, batch_size=batch_size)
+    retriever = Retriever.from_pretrained(
+        checkpoint, device=device, batch_size=batch_size, precision=precision
+    )
     # Indexes store this fingerprint: with the name in it, `search` and `serve` find the checkpoint again.
     retriever.fingerprint["checkpoint"] = checkpoint
     return retriever

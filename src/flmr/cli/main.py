@@ -17,6 +17,7 @@ import sys
 
 from flmr.evaluation.cli import add_evaluate_command
 from flmr.index import SUPPORTED_NBITS
+from flmr.model.precision import PRECISIONS
 from flmr.search.filters import FilterError, MetadataFilter, parse_filter
 from flmr.training.cli import add_train_command
 
@@ -52,6 +53,17 @@ def _command(
         description=f"{summary}\n\nexamples:\n{examples}",
         epilog=EXIT_CODES_HELP,
         formatter_class=_FORMATTER,
+    )
+
+
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="inference precision of the encoder: bfloat16 is fast only on CPUs with AMX / AVX-512 BF16, "
+        "int8 quantises the encoders' linear layers (CPU only), auto picks bfloat16 where the CPU "
+        "computes it natively (default: %(default)s; see README, 'Speed on CPU')",
     )
 
 
@@ -104,6 +116,7 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
     index.add_argument(
         "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
     )
+    _add_precision(index)
     index.add_argument("--image-root", metavar="FOLDER", help="folder relative image paths start from")
     index.add_argument("--overwrite", action="store_true", help="replace an existing index at --output")
     index.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -183,6 +196,7 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
     )
+    _add_precision(search)
     search.add_argument(
         "--exact",
         action="store_true",
@@ -230,6 +244,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
     )
+    _add_precision(serve)
     serve.add_argument(
         "--max-batch-size",
         type=positive_int,

@@ -244,13 +244,15 @@ def _transformer_flops_per_token(config: Any) -> float:
     return 2.0 * layers * (4 * hidden * hidden + 2 * hidden * config.intermediate_size)
 
 
-def _encoding_work(
+def encoding_work(
     self: "FLMRModelForRetrieval",
     input_ids: torch.Tensor,
     pixel_values: torch.Tensor | None = None,
     **_: Any,
 ) -> float:
-    """FLOP of a query() / doc() call, which sizes the CPU threads it runs with (see flmr.runtime)."""
+    """FLOP of a ``query()`` / ``doc()`` call of ``self`` (the model) on (batch, length) ``input_ids`` and
+    (images, 3, H, W) ``pixel_values``: the linear layers of the text and vision encoders. It sizes the CPU
+    threads the call runs with (see [`flmr.runtime`])."""
     work = input_ids.numel() * _transformer_flops_per_token(self.config.text_config)
     if pixel_values is not None and self.config.use_vision_encoder:
         vision = self.config.vision_config
@@ -454,7 +456,7 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
     # -------------------------------------------------------------------------------------------
     # encoders
     # -------------------------------------------------------------------------------------------
-    @sized_threads(_encoding_work)
+    @sized_threads(encoding_work)
     def query(
         self,
         input_ids: torch.LongTensor,
@@ -568,7 +570,7 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         per_example = _per_example_flags(flag, batch_size, name)
         return vectors if per_example is None else vectors * per_example.to(vectors.device, vectors.dtype)
 
-    @sized_threads(_encoding_work)
+    @sized_threads(encoding_work)
     def doc(
         self,
         input_ids: torch.LongTensor,

@@ -34,6 +34,7 @@ from fastapi.staticfiles import StaticFiles
 
 from flmr.index import Index, StoredDocument
 from flmr.retrieval import Retriever
+from flmr.runtime import reserve_cpus
 from flmr.search import FilterError, HybridHit, MetadataFilter, SearchHit, compile_filter
 from flmr.search.hybrid import Fusion
 
@@ -68,11 +69,15 @@ def create_app(retriever: Retriever, index: Index, settings: ServiceSettings | N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reserved = reserve_cpus(settings.request_cpus)  # the batches' threads leave these to requests
         await service.batcher.start()
-        if not service.engine.ready:
-            await run_in_threadpool(service.engine.warm_up)
-        yield
-        await service.batcher.stop()
+        try:
+            if not service.engine.ready:
+                await run_in_threadpool(service.engine.warm_up)
+            yield
+        finally:
+            await service.batcher.stop()
+            reserve_cpus(reserved)
 
     app = FastAPI(
         title="flmr search",

@@ -24,6 +24,9 @@ class ServiceSettings:
         image_root: when set, document images are served only from inside this folder.
         exact: score every document by full MaxSim instead of PLAID search.
         plaid_settings: keyword arguments of [`PlaidSearcher`] (``ncells``, ``ndocs``, ...).
+        request_cpus: cores kept for request handling (HTTP parsing, image decoding, responses) while
+            a batch is encoded and searched; the batch's threads use the others, at least one (see
+            the README's "Speed on CPU" for the service's concurrency model).
 
     Example:
         >>> settings = ServiceSettings(max_k=50, batch_wait_ms=2.0)
@@ -43,10 +46,13 @@ class ServiceSettings:
     image_root: Path | None = None
     exact: bool = False
     plaid_settings: dict[str, Any] = field(default_factory=dict)
+    request_cpus: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_k <= self.max_k:
             raise ValueError(f"default_k must be between 1 and max_k={self.max_k}, got {self.default_k}")
+        if self.request_cpus < 0:
+            raise ValueError(f"request_cpus must not be negative, got {self.request_cpus}")
         for name in ("max_query_chars", "max_batch_queries", "max_image_bytes", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
