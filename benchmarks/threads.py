@@ -74,7 +74,7 @@ def measure_cell(work: Path, num_docs: int) -> dict[str, float]:
         results["query"] = len(queries) / timed(lambda: [model.query(**b) for b in batches])
 
         encoder = DocumentEncoder(model, batch_size=32, show_progress=False)
-        collection = read_collection(docs[:256])
+        collection = read_collection(docs[:128])
         encoder.encode(collection[:32])
         results["document_encoder"] = len(collection) / timed(lambda: encoder.encode(collection))
 

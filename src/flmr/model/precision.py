@@ -108,8 +108,8 @@ def _quantize_encoder_linears(model: nn.Module) -> None:
         for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and not name.startswith(FLOAT_MODULE_PREFIXES)
     }
-    with warnings.catch_warnings():  # torch marks its quantised tensors deprecated (in favour of torchao)
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+    with warnings.catch_warnings():  # torch marks its eager quantisation deprecated (in favour of torchao)
+        warnings.simplefilter("ignore")
         quantize_dynamic(model, qconfig_spec=names, dtype=torch.qint8, inplace=True)
 
 
