@@ -14,7 +14,7 @@ Precision variants (float32, bfloat16, int8 = dynamically quantised linear layer
 ``flmr.model.precision``), each against float32 in the same run:
 
     python benchmarks/encode.py --precision-speed ViT-B    # full-size PreFLMR, random weights (offline)
-    python benchmarks/encode.py --precision-speed ViT-L --repeats 1
+    python benchmarks/encode.py --precision-speed ViT-L --repeats 1 --query-batches 1
     python benchmarks/encode.py --precision-agreement      # MiniLM FLMR, Debian: top-10 agreement
 
 ``--precision-speed`` builds the published architecture (BERT-base text encoder, CLIP ViT-B/32 or
@@ -178,7 +178,7 @@ def full_size_preflmr(vision: str) -> flmr.FLMRModelForRetrieval:
 
 
 @torch.inference_mode()
-def precision_speed(vision: str, repeats: int, slow_bfloat16: bool) -> None:
+def precision_speed(vision: str, repeats: int, slow_bfloat16: bool, query_batches: list[int]) -> None:
     """Query latency, document throughput and embedding differences of each precision of a full-size PreFLMR."""
     base = full_size_preflmr(vision)
     _, queries, _ = load_texts(8, 8)
@@ -187,7 +187,7 @@ def precision_speed(vision: str, repeats: int, slow_bfloat16: bool) -> None:
     docs = [" ".join(((d + " ") * 8).split()[:75]) for d in load_texts(32, 0)[0]]
     image_size = base.config.vision_config.image_size
     pixels = torch.randn(8, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    q_inputs = {b: base.query_tokenizer(texts[:b]) for b in (1, 8)}
+    q_inputs = {b: base.query_tokenizer(texts[:b]) for b in {1, *query_batches}}
     d_inputs = base.context_tokenizer(docs, padding="longest", truncation=True, max_length=100)
     emulated = not cpu_has_fast_bfloat16()
     print(
@@ -201,7 +201,7 @@ def precision_speed(vision: str, repeats: int, slow_bfloat16: bool) -> None:
         model = apply_precision(copy.deepcopy(base), precision) if precision != "float32" else base
         short = precision == "bfloat16" and emulated and not slow_bfloat16
         row = {"load": load_average()}
-        for batch in (1,) if short else (1, 8):
+        for batch in (1,) if short else query_batches:
             row[f"query b{batch} ms"] = 1000 * best_time(
                 lambda b=batch, m=model: m.query(**q_inputs[b], pixel_values=pixels[:b]),
                 1 if short else repeats,
@@ -291,10 +291,13 @@ def main() -> None:
     )
     parser.add_argument("--precision-agreement", action="store_true", help="top-10 agreement of precisions")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per figure (best counts)")
+    parser.add_argument(
+        "--query-batches", type=int, nargs="+", default=[1, 8], help="query batch sizes timed"
+    )
     parser.add_argument("--slow-bfloat16", action="store_true", help="measure emulated bfloat16 fully")
     args = parser.parse_args()
     if args.precision_speed:
-        return precision_speed(args.precision_speed, args.repeats, args.slow_bfloat16)
+        return precision_speed(args.precision_speed, args.repeats, args.slow_bfloat16, args.query_batches)
     if args.precision_agreement:
         return precision_agreement(args.num_docs, args.num_queries, args.slow_bfloat16)
 

@@ -173,7 +173,7 @@ def best_of(previous: dict | None, cell: dict) -> dict:
 
 def report(cells: dict[tuple[str, bool], dict], settings: list[str]) -> bool:
     met = True
-    for busy in (False, True):
+    for busy in sorted({busy for _, busy in cells}):
         print(
             f"\n{'busy (one competing CPU-bound process)' if busy else 'idle (nothing started by this script)'}"
         )
@@ -209,6 +209,7 @@ def main() -> int:
     parser.add_argument(
         "--repeats", type=int, default=2, help="runs of every cell; the best counts (default: 2)"
     )
+    parser.add_argument("--conditions", nargs="+", choices=["idle", "busy"], default=["idle", "busy"])
     parser.add_argument("--cell", metavar="WORK", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
@@ -220,7 +221,7 @@ def main() -> int:
         setup = prepare(work, args.docs, args.queries, args.baseline_docs)
         cells: dict[tuple[str, bool], dict] = {}
         for _ in range(args.repeats):  # settings interleaved, so that load drifts hit them alike
-            for busy in (False, True):
+            for busy in [condition == "busy" for condition in args.conditions]:
                 for setting in args.settings:
                     cell = run_cell(work, setting, busy, args.docs)
                     print(f"cell {setting:>7} {'busy' if busy else 'idle'}: {cell}", flush=True)

@@ -6,8 +6,9 @@ encoders by ``torch.ao.quantization.quantize_dynamic`` ones (weights int8, activ
 call); the small output projections and the mapping network stay in float32.
 
 ``"auto"`` picks bfloat16 on a CPU that has native bfloat16 arithmetic (where it ran 3-5x faster than
-float32 with PreFLMR and kept MiniLM-FLMR's Debian top-10 rankings, see ``benchmarks/encode.py``) and
-float32 everywhere else, including accelerators (load a CUDA model in the dtype you want).
+float32 with PreFLMR) and float32 everywhere else, including accelerators (load a CUDA model in the
+dtype you want). float32 stays the default: neither variant keeps the top-10 of MiniLM-FLMR's Debian
+benchmark at >= 0.99 (bfloat16 0.978, int8 0.55; ``benchmarks/encode.py --precision-agreement``).
 
 Example:
     >>> model = apply_precision(FLMRModelForRetrieval.from_pretrained("my_checkpoint"), "int8")  # doctest: +SKIP
