@@ -163,3 +163,14 @@ def test_busy_seconds_count_only_this_process_cpus(tmp_path, monkeypatch):
     ticks = runtime.os.sysconf("SC_CLK_TCK")
     # cpu1: everything but idle and iowait, guest time already inside user time
     assert runtime._busy_cpu_seconds(stat) == pytest.approx((500 + 200 + 50) / ticks)
+
+
+def test_other_processes_load_is_busy_time_minus_own_time(monkeypatch):
+    # (wall seconds, busy CPU-seconds of our CPUs, this process's CPU-seconds)
+    samples = iter([(0.0, 0.0, 0.0), (0.5, 1.5, 0.5), (0.6, 1.6, 0.6), (1.0, 2.0, 1.0)])
+    monkeypatch.setattr(runtime, "_cpu_sample", lambda: next(samples))
+    monkeypatch.setattr(runtime.time, "sleep", lambda seconds: None)
+    load = runtime._OtherProcessesLoad()
+    # first use: measured over a short window; the sample 0.1 s later is too recent to count
+    assert load.busy_cores() == pytest.approx(2.0)
+    assert load.busy_cores() == pytest.approx(0.0)  # all the busy time since was our own
