@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import flmr
-from flmr.cli.main import build_parser
+from flmr.cli.main import PRECISION_CHOICES, build_parser
 from flmr.encoding import model_fingerprint, same_encoder
 from flmr.model.precision import (
+    PRECISIONS,
     apply_precision,
     cpu_flags,
     cpu_has_fast_bfloat16,
@@ -131,3 +132,7 @@ def test_cli_commands_take_a_precision(command):
     assert parser.parse_args([*command, "--precision", "int8"]).precision == "int8"
     with pytest.raises(SystemExit):
         parser.parse_args([*command, "--precision", "fp8"])
+
+
+def test_cli_precision_choices_are_the_models():
+    assert PRECISION_CHOICES == PRECISIONS

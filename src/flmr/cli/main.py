@@ -17,7 +17,6 @@ import sys
 
 from flmr.evaluation.cli import add_evaluate_command
 from flmr.index import SUPPORTED_NBITS
-from flmr.model.precision import PRECISIONS
 from flmr.search.filters import FilterError, MetadataFilter, parse_filter
 from flmr.training.cli import add_train_command
 
@@ -56,10 +55,14 @@ def _command(
     )
 
 
+# flmr.model.precision.PRECISIONS, which imports torch (tests/model/test_precision.py checks they agree)
+PRECISION_CHOICES = ("float32", "bfloat16", "int8", "auto")
+
+
 def _add_precision(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=PRECISION_CHOICES,
         default="float32",
         help="inference precision of the encoder: bfloat16 is fast only on CPUs with AMX / AVX-512 BF16, "
         "int8 quantises the encoders' linear layers (CPU only), auto picks bfloat16 where the CPU "
