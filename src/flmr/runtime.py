@@ -8,8 +8,7 @@ and ``query()`` 10x slower than 1 thread. [`cpu_threads`] therefore runs a piece
 
     min(cores this process may use, cores not busy with other processes, work / MIN_WORK_PER_THREAD)
 
-threads (at least 1; work of ``COARSE_WORK`` or more, long matrix products, is not held back by other
-processes), where the cores it may use are its CPU affinity (``os.sched_getaffinity``)
+threads (at least 1), where the cores it may use are its CPU affinity (``os.sched_getaffinity``)
 capped by its cgroup CPU quota, and the busy cores are measured from ``/proc/stat`` over the last
 moments minus this process's own CPU time. It is applied by ``FLMRModelForRetrieval.query()`` /
 ``doc()`` and by the PLAID and exact searchers.
@@ -48,10 +47,6 @@ USER_THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Below ~1 GFLOP per thread (10-20 ms of one core) a second thread costs more in synchronisation
 # than it saves, even on an idle machine.
 MIN_WORK_PER_THREAD = 1e9
-# Work this large (a forward pass over thousands of tokens) runs in long matrix products whose threads
-# rarely wait for each other: it uses every usable core even beside other processes, where 2 threads
-# beat 1 by 1.6-2x for DocumentEncoder batches and 512-token doc() (benchmarks/threads.py).
-COARSE_WORK = 20e9
 # How old the measurement of other processes' CPU use may be before it is taken again (seconds).
 LOAD_SAMPLE_SECONDS = 0.25
 _FIRST_SAMPLE_SECONDS = 0.1
@@ -252,17 +247,12 @@ def free_cpus() -> int:
 
 def threads_for(work: float) -> int:
     """Threads for ``work`` FLOP: the user's count when one was chosen, else one per
-    ``MIN_WORK_PER_THREAD`` of work, at most [`free_cpus`] (for work of at least ``COARSE_WORK``: at
-    most the usable cores not reserved), at least 1."""
+    ``MIN_WORK_PER_THREAD`` of work, at most [`free_cpus`], at least 1."""
     chosen = user_threads()
     if chosen is not None:
         return chosen
     by_work = max(1, int(work // MIN_WORK_PER_THREAD))
-    if by_work == 1:
-        return 1
-    if work >= COARSE_WORK:
-        return max(1, min(by_work, usable_cpus() - _reserved["cpus"]))
-    return min(by_work, free_cpus())
+    return by_work if by_work == 1 else min(by_work, free_cpus())
 
 
 @contextmanager

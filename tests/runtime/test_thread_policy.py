@@ -31,20 +31,11 @@ def test_threads_follow_the_work_up_to_the_free_cores():
 
 
 def test_cores_busy_with_other_processes_are_left_alone(monkeypatch):
-    fine = 0.9 * runtime.COARSE_WORK
-    assert fine >= 4 * runtime.MIN_WORK_PER_THREAD
     monkeypatch.setattr(runtime._load, "busy_cores", lambda: 2.8)
     assert runtime.free_cpus() == 1
-    assert runtime.threads_for(fine) == 1
+    assert runtime.threads_for(100 * runtime.MIN_WORK_PER_THREAD) == 1
     monkeypatch.setattr(runtime._load, "busy_cores", lambda: 1.1)
-    assert runtime.threads_for(fine) == 3
-
-
-def test_coarse_work_uses_every_usable_core_beside_other_processes(monkeypatch):
-    monkeypatch.setattr(runtime._load, "busy_cores", lambda: 3.5)
-    assert runtime.threads_for(runtime.COARSE_WORK) == 4
-    runtime.reserve_cpus(1)
-    assert runtime.threads_for(runtime.COARSE_WORK) == 3
+    assert runtime.threads_for(100 * runtime.MIN_WORK_PER_THREAD) == 3
 
 
 def test_reserved_cores_are_left_to_request_handling():
