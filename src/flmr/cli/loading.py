@@ -49,8 +49,10 @@ def positive_int(value: str) -> int:
     return number
 
 
-def load_retriever(checkpoint: str, device: str, batch_size: int = 32) -> Retriever:
-    """Load ``checkpoint`` for encoding on ``device``; the retriever records the checkpoint's name.
+def load_retriever(
+    checkpoint: str, device: str, batch_size: int = 32, precision: str = "float32"
+) -> Retriever:
+    """Load ``checkpoint`` for encoding on ``device`` in ``precision``; the retriever records the checkpoint's name.
 
     Raises:
         ValueError: CUDA asked for and absent, or a checkpoint without its tokenizer folders (in the
@@ -64,7 +66,9 @@ def load_retriever(checkpoint: str, device: str, batch_size: int = 32) -> Retrie
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
     try:
-        retriever = Retriever.from_pretrained(checkpoint, device=device, batch_size=batch_size)
+        retriever = Retriever.from_pretrained(
+            checkpoint, device=device, batch_size=batch_size, precision=precision
+        )
     except MissingTokenizerError as error:
         raise ValueError(
             f"--checkpoint {checkpoint}: no {error.folder}/ folder with a vocabulary (vocab.txt or "

@@ -116,6 +116,21 @@ def _add_tiny_checkpoint(commands: argparse._SubParsersAction) -> None:
     tiny.set_defaults(handler=lazy_handler("flmr.cli.commands", "run_tiny_checkpoint"))
 
 
+# flmr.model.precision.PRECISIONS, which imports torch (tests/model/test_precision.py checks they agree)
+PRECISION_CHOICES = ("float32", "bfloat16", "int8", "auto")
+
+
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default="float32",
+        help="inference precision of the encoder: bfloat16 is fast only on CPUs with AMX / AVX-512 BF16, "
+        "int8 quantises the encoders' linear layers (CPU only), auto picks bfloat16 where the CPU "
+        "computes it natively (default: %(default)s; see README, 'Speed on CPU')",
+    )
+
+
 def _add_index(commands: argparse._SubParsersAction) -> None:
     index = _command(
         commands,
@@ -165,6 +180,7 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
     index.add_argument(
         "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
     )
+    _add_precision(index)
     index.add_argument("--image-root", metavar="FOLDER", help="folder relative image paths start from")
     index.add_argument("--overwrite", action="store_true", help="replace an existing index at --output")
     scale_out = index.add_argument_group(
@@ -251,6 +267,7 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
     )
+    _add_precision(search)
     search.add_argument(
         "--exact",
         action="store_true",
@@ -298,6 +315,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
     )
+    _add_precision(serve)
     serve.add_argument(
         "--max-batch-size",
         type=positive_int,

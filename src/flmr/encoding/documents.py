@@ -16,6 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from flmr.model.modeling_flmr import encoding_work
+from flmr.runtime import cpu_threads
+
 from .collection import Document
 from .errors import CollectionError
 from .images import load_pixel_values
@@ -54,9 +57,20 @@ def model_fingerprint(model: Any) -> dict[str, Any]:
         "dim": int(model.config.dim),
         "digest": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:32],
         "weight_signature": [
-            float(tensor.detach().float().abs().mean()) for _, tensor in sorted(model.state_dict().items())
+            float(tensor.detach().float().abs().mean())
+            for _, value in sorted(model.state_dict().items())
+            for tensor in _weight_tensors(value)
         ],
     }
+
+
+def _weight_tensors(value: Any) -> list[torch.Tensor]:
+    """The float tensors of a state-dict entry (an int8 layer stores a tuple of quantised ones)."""
+    if isinstance(value, (tuple, list)):
+        return [tensor for item in value for tensor in _weight_tensors(item)]
+    if not isinstance(value, torch.Tensor):
+        return []
+    return [value.dequantize() if value.is_quantized else value]
 
 
 def same_encoder(built_with: dict[str, Any], current: dict[str, Any], tolerance: float = 5e-3) -> bool:
@@ -256,14 +270,16 @@ class DocumentEncoder:
         encoding = self.model.context_tokenizer(
             [d.text for d in batch], padding="longest", truncation="longest_first", max_length=self.max_length
         )
-        texts = self._text_vectors(encoding)
-        blocks = iter(self._image_blocks(batch, pixel_values))
-        return [
-            torch.cat([*(next(blocks) for _ in range(d.num_images)), text]).to(
-                device="cpu", dtype=self.storage_dtype
-            )
-            for d, text in zip(batch, texts, strict=True)
-        ]
+        # The whole batch, its glue included, runs with the threads its forward passes are sized to.
+        with cpu_threads(encoding_work(self.model, encoding["input_ids"], pixel_values)):
+            texts = self._text_vectors(encoding)
+            blocks = iter(self._image_blocks(batch, pixel_values))
+            return [
+                torch.cat([*(next(blocks) for _ in range(d.num_images)), text]).to(
+                    device="cpu", dtype=self.storage_dtype
+                )
+                for d, text in zip(batch, texts, strict=True)
+            ]
 
     def _text_vectors(self, encoding: Any) -> list[torch.Tensor]:
         if not self.model.config.context_concat_output_from_text_encoder:

@@ -20,6 +20,8 @@ from transformers.utils import CONFIG_NAME, ModelOutput, cached_file, logging
 
 from flmr.hub import cache_only
 
+from flmr.runtime import sized_threads
+
 from .checkpoint_layout import to_model_layout, to_published_layout
 from .configuration_flmr import BERT_BASE_NAMES, FLMRConfig, FLMRTextConfig, FLMRVisionConfig
 from .image_processing import load_image_processor
@@ -239,6 +241,30 @@ def _mapping_network_config(config: FLMRConfig) -> BertConfig:
 # ------------------------------------------------------------------------------------------------
 # the retriever
 # ------------------------------------------------------------------------------------------------
+def _transformer_flops_per_token(config: Any) -> float:
+    """Multiply-adds x 2 of one token through a BERT/CLIP-style encoder (its linear layers)."""
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    return 2.0 * layers * (4 * hidden * hidden + 2 * hidden * config.intermediate_size)
+
+
+def encoding_work(
+    self: "FLMRModelForRetrieval",
+    input_ids: torch.Tensor,
+    pixel_values: torch.Tensor | None = None,
+    **_: Any,
+) -> float:
+    """FLOP of a ``query()`` / ``doc()`` call of ``self`` (the model) on (batch, length) ``input_ids`` and
+    (images, 3, H, W) ``pixel_values``: the linear layers of the text and vision encoders. It sizes the CPU
+    threads the call runs with (see [`flmr.runtime`])."""
+    work = input_ids.numel() * _transformer_flops_per_token(self.config.text_config)
+    if pixel_values is not None and self.config.use_vision_encoder:
+        vision = self.config.vision_config
+        tokens = (vision.image_size // vision.patch_size) ** 2 + 1
+        images = pixel_values.numel() // (3 * pixel_values.shape[-1] * pixel_values.shape[-2])
+        work += images * tokens * _transformer_flops_per_token(vision)
+    return work
+
+
 def _per_example_flags(flag: bool | list[bool], batch_size: int, name: str) -> torch.Tensor | None:
     """None for a plain boolean, else a (batch, 1, 1) float tensor of the per-example flags."""
     if isinstance(flag, bool):
@@ -433,6 +459,7 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
     # -------------------------------------------------------------------------------------------
     # encoders
     # -------------------------------------------------------------------------------------------
+    @sized_threads(encoding_work)
     def query(
         self,
         input_ids: torch.LongTensor,
@@ -546,6 +573,7 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         per_example = _per_example_flags(flag, batch_size, name)
         return vectors if per_example is None else vectors * per_example.to(vectors.device, vectors.dtype)
 
+    @sized_threads(encoding_work)
     def doc(
         self,
         input_ids: torch.LongTensor,

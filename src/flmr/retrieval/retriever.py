@@ -22,6 +22,7 @@ from flmr.encoding.queries import ImageInput, build_query_text
 from flmr.index import DocumentChunk, Index, IndexExistsError, IndexWriter
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import load_image_processor
+from flmr.model.precision import apply_precision
 from flmr.search import ExactSearcher, Explanation, PlaidSearcher, SearchHit, explain_document
 from flmr.search.filters import MetadataFilter
 from flmr.search.hybrid import Fusion, HybridSearcher
@@ -75,6 +76,10 @@ class Retriever:
             loaded when first needed).
         device: where encoding and search run.
         batch_size: documents or queries per forward pass.
+        precision: ``"float32"``, ``"bfloat16"``, ``"int8"`` (dynamically quantised encoders, CPU only) or
+            ``"auto"`` (bfloat16 on CPUs with native bfloat16 arithmetic, else float32); see
+            [`flmr.model.precision`]; the model is converted in place. An index built in one precision
+            is searched with any other.
 
     Example:
         >>> retriever = Retriever.from_pretrained("LinWeizheDragon/PreFLMR_ViT-B")
@@ -90,12 +95,14 @@ class Retriever:
         image_processor: Any = None,
         device: str = "cpu",
         batch_size: int = 32,
+        precision: str = "float32",
     ):
-        self.model = model.to(device).eval()
+        # The fingerprint is the checkpoint's, taken before any change of precision.
+        self.fingerprint = model_fingerprint(model)
+        self.model = apply_precision(model.to(device), precision, device)
         self.device = device
         self.batch_size = batch_size
         self._image_processor = image_processor
-        self.fingerprint = model_fingerprint(self.model)
 
     @classmethod
     def from_pretrained(

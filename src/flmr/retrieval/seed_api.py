@@ -53,6 +53,7 @@ def index_custom_collection(
     nranks: int = 1,
     image_processor: Any = None,
     image_root: str | os.PathLike | None = None,
+    precision: str = "float32",
 ) -> Path:
     r"""Encode and index a collection, as in the original package.
 
@@ -66,6 +67,7 @@ def index_custom_collection(
         overwrite: replace an existing index; without it an existing index is an error.
         use_gpu: encode and compress on CUDA; ``RuntimeError`` when CUDA is not available.
         indexing_batch_size: documents per forward pass.
+        precision: encoder precision (see [`Retriever`]); a model object is converted in place.
         model_temp_folder, nranks: accepted for compatibility; nothing is written there and one
             process encodes (scale-out runs through Ray).
 
@@ -79,7 +81,9 @@ def index_custom_collection(
     del model_temp_folder, nranks
     if not isinstance(model, FLMRModelForRetrieval):
         model = FLMRModelForRetrieval.from_pretrained(model)
-    retriever = Retriever(model, image_processor, device=_device(use_gpu), batch_size=indexing_batch_size)
+    retriever = Retriever(
+        model, image_processor, device=_device(use_gpu), batch_size=indexing_batch_size, precision=precision
+    )
     path = index_path(index_root_path, index_experiment_name, index_name, nbits)
     retriever.index(
         custom_collection,

@@ -11,6 +11,7 @@ import torch
 from flmr.index.codec import ResidualCodec
 from flmr.index.index import Index
 from flmr.index.inputs import EmbeddingsInput, iter_chunks
+from flmr.runtime import sized_threads
 from flmr.search.filters import MetadataFilter, compile_filter
 from flmr.search.maxsim import as_query_batch, nonzero_rows, segment_max
 from flmr.search.results import SearchHit, make_hits
@@ -92,6 +93,7 @@ class ExactSearcher:
             self.doc_offsets = torch.cat([self.doclens.new_zeros(1), self.doclens.cumsum(0)])
             self.dim = self.vectors.shape[1]
 
+    @sized_threads(lambda self, queries, **_: self.work(queries))
     def search(
         self,
         queries: torch.Tensor,
@@ -134,6 +136,11 @@ class ExactSearcher:
             make_hits(best_pids[q].cpu(), best_scores[q].cpu(), self.index, return_documents)
             for q in range(len(rows))
         ]
+
+    def work(self, queries: torch.Tensor) -> float:
+        """FLOP of scoring ``queries`` against every vector, which size the CPU threads (flmr.runtime)."""
+        vectors = int(self.index.doclens.sum()) if self.index is not None else self.vectors.shape[0]
+        return 2.0 * queries.shape[-2] * (queries.shape[0] if queries.dim() == 3 else 1) * vectors * self.dim
 
     def _blocks(
         self, num_query_rows: int, allowed: torch.Tensor | None = None

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 
 from flmr.index.index import Index
+from flmr.runtime import sized_threads
 from flmr.search.exact import score_documents
 from flmr.search.filters import MetadataFilter, compile_filter
 from flmr.search.maxsim import as_query_batch, nonzero_rows, segment_max
@@ -73,6 +74,7 @@ class PlaidSearcher:
         self.device = torch.device(device)
         self._generation = -1
 
+    @sized_threads(lambda self, queries, k, **_: self.work_per_query(queries, k))
     def search(
         self,
         queries: torch.Tensor,
@@ -95,6 +97,16 @@ class PlaidSearcher:
             pids, scores = self._search_one(nonzero_rows(query), k, allowed)
             results.append(make_hits(pids.cpu(), scores.cpu(), self.index, return_documents))
         return results
+
+    def work_per_query(self, queries: torch.Tensor, k: int) -> float:
+        """FLOP of one query's centroid scores and re-ranking, which size the CPU threads (flmr.runtime).
+
+        Queries are searched one after another, so threads are sized to one query's work.
+        """
+        q_len, dim = queries.shape[-2], self.index.dim
+        num_centroids = self.index.codec.centroids.shape[0]
+        reranked_vectors = max(self.ndocs // 4, k) * float(self.index.doclens.float().mean())
+        return 2.0 * q_len * dim * (num_centroids + reranked_vectors)
 
     def _sync_with_index(self) -> None:
         """Move the small per-index tensors to the device, again whenever the index was updated."""

@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from flmr.encoding.queries import DEFAULT_INSTRUCTIONS, InstructionError, resolve_instruction
 from flmr.index import Index, StoredDocument
 from flmr.retrieval import Retriever
+from flmr.runtime import reserve_cpus
 from flmr.search import FilterError, HybridHit, MetadataFilter, SearchHit, compile_filter
 from flmr.search.hybrid import Fusion
 
@@ -85,11 +86,15 @@ def create_app(retriever: Retriever, index: Index, settings: ServiceSettings | N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reserved = reserve_cpus(settings.request_cpus)  # the batches' threads leave these to requests
         await service.batcher.start()
-        if not service.engine.ready:
-            await run_in_threadpool(service.engine.warm_up)
-        yield
-        await service.batcher.stop()
+        try:
+            if not service.engine.ready:
+                await run_in_threadpool(service.engine.warm_up)
+            yield
+        finally:
+            await service.batcher.stop()
+            reserve_cpus(reserved)
 
     app = FastAPI(
         title="flmr search",

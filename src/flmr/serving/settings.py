@@ -33,6 +33,9 @@ class ServiceSettings:
         plaid_settings: keyword arguments of [`PlaidSearcher`] (``ncells``, ``ndocs``, ...).
         index_refresh_seconds: how often the service checks for a newer generation of the index (other
             processes' adds and deletes); a commit is served within this delay plus one batch.
+        request_cpus: cores kept for request handling (HTTP parsing, image decoding, responses) while
+            a batch is encoded and searched; the batch's threads use the others, at least one (see
+            the README's "Speed on CPU" for the service's concurrency model).
 
     Example:
         >>> settings = ServiceSettings(max_k=50, batch_wait_ms=2.0)
@@ -58,10 +61,13 @@ class ServiceSettings:
     exact: bool = False
     plaid_settings: dict[str, Any] = field(default_factory=dict)
     index_refresh_seconds: float = 1.0
+    request_cpus: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_k <= self.max_k:
             raise ValueError(f"default_k must be between 1 and max_k={self.max_k}, got {self.default_k}")
+        if self.request_cpus < 0:
+            raise ValueError(f"request_cpus must not be negative, got {self.request_cpus}")
         for name in (
             "max_query_chars",
             "max_batch_queries",
