@@ -17,7 +17,7 @@ Also measured, at default settings: indexing through ``index_custom_collection``
 the original's README) against the original's encoding (``doc()`` padded to 512, batches of 64) of a
 sample of the same documents.
 
-    python benchmarks/threads.py                 # ~8 minutes on 2 busy cores
+    python benchmarks/threads.py --docs 400 --baseline-docs 64   # ~12 minutes on 2 busy cores
     python benchmarks/threads.py --docs 1000 --settings default 1
 
 Other processes on the machine count as load too: the "idle" column is only as idle as the machine.
