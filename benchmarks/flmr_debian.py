@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from debian_collection import DATA_DIR, read_debian_descriptions
 
+__all__ = ["DATA_DIR", "EncodedCollection", "load_encoded"]
+
 PART_SIZE = 1000
 QUERY_POOL = 3000  # queries come from the first documents, so they are in every collection size
 DOC_MAX_LENGTH = 512
