@@ -64,12 +64,13 @@ def score_pairs(
             normalize=False,
         )
     per_query = torch.bincount(qids[owners], minlength=queries.shape[0]).tolist()
-    token_scores = torch.cat(
-        [block @ queries[q].T for q, block in enumerate(vectors.split(per_query)) if per_query[q]]
-        or [vectors.new_empty(0, queries.shape[1])]
+    token_scores = torch.cat(  # (query vectors, document vectors), one column per document vector
+        [queries[q] @ block.T for q, block in enumerate(vectors.split(per_query)) if per_query[q]]
+        or [vectors.new_empty(queries.shape[1], 0)],
+        dim=1,
     )
     if not index.stores_vectors and normalize:  # cheaper than normalising the vectors: scale their scores
-        token_scores /= vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        token_scores /= vectors.norm(dim=1).clamp_min(1e-12)
     return maxsim_totals(segment_max(token_scores, owners.to(device), pids.numel(), float("-inf")))
 
 
@@ -142,7 +143,7 @@ class ExactSearcher:
         best_scores = torch.empty(len(rows), 0, device=self.device)
         best_pids = torch.empty(len(rows), 0, dtype=torch.long, device=self.device)
         for pids, vectors, owners in self._blocks(max(1, query_rows.shape[0]), allowed):
-            per_row = segment_max(vectors @ query_rows.T, owners, pids.shape[0], float("-inf"))
+            per_row = segment_max(query_rows @ vectors.T, owners, pids.shape[0], float("-inf"))
             empty = (
                 torch.isinf(per_row[:, 0]) if per_row.shape[1] else torch.zeros_like(pids, dtype=torch.bool)
             )

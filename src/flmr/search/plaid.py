@@ -154,7 +154,8 @@ class PlaidSearcher:
         finalists = max(ndocs // 2, k)
         num_queries = packed.shape[0]
         centroid_scores = packed @ self._centroids_t  # (queries, rows, partitions); padding rows score 0
-        by_centroid = centroid_scores.transpose(1, 2).contiguous()  # (queries, partitions, rows)
+        # row r, column q * partitions + c: query q's vector r against centroid c
+        by_column = centroid_scores.transpose(0, 1).reshape(packed.shape[1], -1)
         rows_valid = torch.arange(packed.shape[1], device=self.device)[None] < counts[:, None]
         if allowed is not None:  # queries whose filter leaves few documents: re-rank all of them
             matching = allowed.nonzero().flatten()
@@ -164,9 +165,9 @@ class PlaidSearcher:
         qids, pids = self._candidates(centroid_scores, rows_valid, allowed, finalists)
         if qids.numel() == 0:
             return qids, pids, torch.empty(0, device=self.device)
-        pruned = self._pruned_scores(by_centroid, qids, pids)
+        pruned = self._pruned_scores(centroid_scores, by_column, qids, pids)
         qids, pids = self._top_per_query(qids, pids, pruned, ndocs)
-        unpruned = self._centroid_interaction(by_centroid, qids, pids)
+        unpruned = self._centroid_interaction(by_column, qids, pids)
         qids, pids = self._top_per_query(qids, pids, unpruned, finalists)
         return self._rerank(packed, qids, pids, k)
 
@@ -228,34 +229,37 @@ class PlaidSearcher:
         return pair_keys // self.index.num_documents, pair_keys % self.index.num_documents
 
     def _pruned_scores(
-        self, by_centroid: torch.Tensor, qids: torch.Tensor, pids: torch.Tensor
+        self, centroid_scores: torch.Tensor, by_column: torch.Tensor, qids: torch.Tensor, pids: torch.Tensor
     ) -> torch.Tensor:
         """Centroid interaction over each query's kept centroids only, read from their inverted lists.
 
         A candidate has a vector in kept centroid c exactly when it is in c's inverted list, so scanning
         the lists of the few kept centroids replaces reading the centroid ids of every candidate vector.
         """
-        num_docs = self.index.num_documents
-        kept = (by_centroid.amax(dim=2) >= self.centroid_score_threshold).nonzero()  # (pairs, [query, c])
+        num_docs, num_partitions = self.index.num_documents, centroid_scores.shape[2]
+        kept = (centroid_scores.amax(dim=1) >= self.centroid_score_threshold).nonzero()  # [query, c] pairs
         list_pids, list_owner = self.index.inverted_lists(kept[:, 1].cpu())
         list_pids, list_owner = list_pids.to(self.device), list_owner.to(self.device)
         candidate_keys = qids * num_docs + pids
         list_keys = kept[list_owner, 0] * num_docs + list_pids
         rank = torch.searchsorted(candidate_keys, list_keys).clamp(max=candidate_keys.shape[0] - 1)
         hit = (candidate_keys.index_select(0, rank) == list_keys).nonzero().flatten()
-        owner = list_owner.index_select(0, hit)
-        rows = by_centroid[kept[owner, 0], kept[owner, 1]]
-        return maxsim_totals(segment_max(rows, rank.index_select(0, hit), candidate_keys.shape[0], 0.0))
+        hit = hit[torch.from_numpy(np.argsort(rank[hit].cpu().numpy(), kind="stable")).to(self.device)]
+        owner = kept[list_owner.index_select(0, hit)]
+        columns = by_column.index_select(1, owner[:, 0] * num_partitions + owner[:, 1])
+        return maxsim_totals(segment_max(columns, rank.index_select(0, hit), candidate_keys.shape[0], 0.0))
 
     def _centroid_interaction(
-        self, by_centroid: torch.Tensor, qids: torch.Tensor, pids: torch.Tensor
+        self, by_column: torch.Tensor, qids: torch.Tensor, pids: torch.Tensor
     ) -> torch.Tensor:
         """MaxSim of each (query, document) pair over the centroid scores of all the document's vectors."""
         positions, owners = self.index.vector_positions(pids.cpu())
         centroid_ids = self.index.gather_centroid_ids(positions).to(self.device)
         owners = owners.to(self.device)
-        rows = by_centroid[qids.index_select(0, owners), centroid_ids]
-        return maxsim_totals(segment_max(rows, owners, pids.shape[0], float("-inf")))
+        columns = by_column.index_select(
+            1, qids.index_select(0, owners) * self.index.num_partitions + centroid_ids
+        )
+        return maxsim_totals(segment_max(columns, owners, pids.shape[0], float("-inf")))
 
     def _top_per_query(
         self, qids: torch.Tensor, pids: torch.Tensor, scores: torch.Tensor, count: int
