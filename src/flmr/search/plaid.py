@@ -19,7 +19,7 @@ CandidateQueryVectors = Literal["all", "text_first_32"]
 TEXT_QUERY_VECTORS = 32
 # Exact search costs about one unit per (document vector, query vector) pair; the PLAID stages about
 # EXACT_COST_RATIO units per centroid and per document vector they touch (measured, see `exact_is_cheaper`).
-EXACT_COST_RATIO = 4.0
+EXACT_COST_RATIO = 0.5
 
 
 class PlaidSearcher:
