@@ -91,9 +91,8 @@ def exact_references(
 
     A cached time was measured in an earlier run: the table then says so.
     """
-    cache = DATA_DIR / f"exact_{len(doclens)}_{vectors.shape[0]}_{k}_" + "_".join(
-        f"{name}{tuple(q.shape)}" for name, q in query_sets.items()
-    ).replace(" ", "")
+    shapes = "_".join(f"{tuple(q.shape)}" for q in query_sets.values()).replace(" ", "")
+    cache = DATA_DIR / f"exact_{len(doclens)}_{vectors.shape[0]}_{k}_{shapes}"
     if cache.with_suffix(".pt").exists():
         saved = torch.load(cache.with_suffix(".pt"))
         print(f"exact results and times from {cache.with_suffix('.pt').name} (measured in an earlier run)")

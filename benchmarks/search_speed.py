@@ -73,7 +73,9 @@ def main() -> None:
         )
 
         plaid = PlaidSearcher(index, exact_when_cheaper=False)
-        print(f"a default PlaidSearcher would search this collection exactly: {plaid.exact_is_cheaper(args.k)}")
+        print(
+            f"a default PlaidSearcher would search this collection exactly: {plaid.exact_is_cheaper(args.k)}"
+        )
         plaid.search(queries[:2], args.k)  # warm up the page cache and thread pools
         started = time.time()
         plaid_hits = [plaid.search(query, args.k)[0] for query in queries]
