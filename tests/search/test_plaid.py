@@ -127,7 +127,7 @@ def test_documents_are_returned_when_asked(easy_index) -> None:
 def test_batched_queries_match_single_queries(easy_index) -> None:
     index, documents = easy_index
     for exact_when_cheaper in (True, False):  # the exact path for this small index, and the PLAID stages
-        searcher = PlaidSearcher(index, exact_when_cheaper=exact_when_cheaper)
+        searcher = PlaidSearcher(index, exact_when_cheaper=exact_when_cheaper, queries_per_pass=8)
         queries = queries_from(documents, range(3, 400, 50))
         batched, single = searcher.search(queries, k=4), [searcher.search(q, k=4)[0] for q in queries]
         assert pids_of(batched) == pids_of(single)
