@@ -3,6 +3,7 @@ import torch
 
 from flmr.index import Index, IndexWriter
 from flmr.search import ExactSearcher, PlaidSearcher
+from flmr.search.maxsim import packed_queries
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def pids_of(hits) -> list[list[int]]:
 def test_plaid_finds_the_exact_top_k_on_easy_collection(easy_index) -> None:
     index, documents = easy_index
     queries = queries_from(documents, range(0, 400, 20), length=5)
-    plaid = PlaidSearcher(index, ndocs=128).search(queries, k=5)
+    plaid = PlaidSearcher(index, ndocs=128, exact_when_cheaper=False).search(queries, k=5)
     exact = ExactSearcher(index).search(queries, k=20)  # the same stored vectors, every document
     found = sum(len({h.pid for h in p} & {h.pid for h in e[:5]}) for p, e in zip(plaid, exact, strict=True))
     assert found / (5 * len(queries)) >= 0.95
@@ -74,7 +75,7 @@ def test_added_documents_keep_their_vectors_too(tmp_path, make_documents) -> Non
 
 def test_top_n_does_not_depend_on_k(easy_index) -> None:
     index, documents = easy_index
-    searcher = PlaidSearcher(index, ndocs=32)
+    searcher = PlaidSearcher(index, ndocs=32, exact_when_cheaper=False)
     queries = queries_from(documents, range(5, 400, 40))
     small, large = searcher.search(queries, k=3), searcher.search(queries, k=8)
     assert [q[:3] for q in pids_of(large)] == pids_of(small)
@@ -93,13 +94,17 @@ def test_only_the_first_32_vectors_generate_candidates_with_text_first_32(easy_i
     index, documents = easy_index
     text = -documents[0][0].expand(32, -1)  # a "text" part pointing away from document 123
     query = torch.cat([text, documents[123][:4]])  # only the "image" part points at it
+    packed, counts = packed_queries(query[None])
 
-    def found(option: str) -> set[int]:
-        searcher = PlaidSearcher(index, candidate_query_vectors=option, ncells=1)
-        return {hit.pid for hit in searcher.search(query, k=400)[0]}
+    def candidates(option: str) -> set[int]:
+        searcher = PlaidSearcher(index, candidate_query_vectors=option, ncells=1, ndocs=4)
+        searcher._sync_with_index()
+        valid = torch.arange(packed.shape[1])[None] < counts[:, None]
+        _, pids = searcher._candidates(packed @ searcher._centroids_t, valid, None, wanted=1)
+        return set(pids.tolist())
 
-    assert 123 in found("all")
-    assert 123 not in found("text_first_32")
+    assert 123 in candidates("all")
+    assert 123 not in candidates("text_first_32")
 
 
 def test_deleted_documents_never_come_back_and_added_ones_do(tmp_path, writer, documents) -> None:
@@ -121,9 +126,14 @@ def test_documents_are_returned_when_asked(easy_index) -> None:
 
 def test_batched_queries_match_single_queries(easy_index) -> None:
     index, documents = easy_index
-    searcher = PlaidSearcher(index)
-    queries = queries_from(documents, range(3, 400, 50))
-    assert searcher.search(queries, k=4) == [searcher.search(q, k=4)[0] for q in queries]
+    for exact_when_cheaper in (True, False):  # the exact path for this small index, and the PLAID stages
+        searcher = PlaidSearcher(index, exact_when_cheaper=exact_when_cheaper, queries_per_pass=8)
+        queries = queries_from(documents, range(3, 400, 50))
+        batched, single = searcher.search(queries, k=4), [searcher.search(q, k=4)[0] for q in queries]
+        assert pids_of(batched) == pids_of(single)
+        for batch_hits, single_hits in zip(batched, single, strict=True):
+            # one matrix product for the batch or one per query: the same sums up to rounding
+            assert [h.score for h in batch_hits] == pytest.approx([h.score for h in single_hits], abs=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -133,3 +143,55 @@ def test_batched_queries_match_single_queries(easy_index) -> None:
 def test_bad_options_are_rejected(easy_index, options, message) -> None:
     with pytest.raises(ValueError, match=message):
         PlaidSearcher(easy_index[0], **options)
+
+
+@pytest.mark.parametrize("exact_when_cheaper", [True, False])
+def test_k_hits_whenever_k_live_documents_exist(tmp_path, make_documents, exact_when_cheaper) -> None:
+    documents = make_documents(300, num_topics=40, noise=0.2, seed=8)
+    tiny = IndexWriter(nbits=2, num_partitions=4, kmeans_iterations=4).write(tmp_path / "tiny", documents[:5])
+    searcher = PlaidSearcher(tiny, exact_when_cheaper=exact_when_cheaper)
+    assert len(searcher.search(documents[0][:3], k=5)[0]) == 5
+    assert len(searcher.search(documents[0][:3], k=9)[0]) == 5
+
+    index = IndexWriter(nbits=2, num_partitions=32, kmeans_iterations=4).write(tmp_path / "index", documents)
+    searcher = PlaidSearcher(index, exact_when_cheaper=exact_when_cheaper, ndocs=64)
+    queries = torch.stack([documents[pid][:4] for pid in (0, 150)])
+    assert [len(hits) for hits in searcher.search(queries, k=200)] == [200, 200]
+    index.delete(list(range(0, 300, 3)))  # 200 live documents left
+    for hits in searcher.search(queries, k=250):
+        assert len(hits) == 200 and all(hit.pid % 3 for hit in hits)
+
+
+def test_small_collections_are_searched_exactly(easy_index, tmp_path, make_documents) -> None:
+    index, documents = easy_index
+    searcher = PlaidSearcher(index)
+    assert searcher.exact_is_cheaper(10)
+    queries = queries_from(documents, range(1, 400, 37))
+    assert searcher.search(queries, k=7) == ExactSearcher(index).search(queries, k=7)
+    # the same collection with far fewer documents touched per query: the PLAID stages are cheaper
+    assert not PlaidSearcher(index, ndocs=8).exact_is_cheaper(10)
+
+
+def test_recall_against_exact_with_mask_expanded_queries(tmp_path, make_documents) -> None:
+    """Queries shaped like query()'s: a few token vectors, the rest [MASK] expansions near their mean."""
+    documents = make_documents(1500, num_topics=200, noise=0.5, seed=9)
+    index = IndexWriter(nbits=2, kmeans_iterations=10).write(tmp_path / "index", documents)
+    generator = torch.Generator().manual_seed(0)
+    queries = []
+    for pid in range(0, 1500, 25):
+        tokens = documents[pid][:5]  # every document has at least 5 vectors
+        mean = tokens.mean(dim=0, keepdim=True).expand(27, -1)
+        masks = torch.nn.functional.normalize(mean + 0.3 * torch.randn(27, 16, generator=generator), dim=-1)
+        queries.append(torch.cat([tokens, masks]))
+    queries = torch.stack(queries)
+    plaid = PlaidSearcher(index, exact_when_cheaper=False).search(queries, k=10)
+    exact = ExactSearcher(index).search(queries, k=10)
+    found = sum(len(set(pids_of([p])[0]) & set(pids_of([e])[0])) for p, e in zip(plaid, exact, strict=True))
+    assert found / (10 * len(queries)) >= 0.95
+
+
+@pytest.mark.parametrize(("nbits", "keeps_float16"), [(2, True), (4, True), (8, False)])
+def test_default_storage_keeps_float16_only_below_8_bits(tmp_path, documents, nbits, keeps_float16) -> None:
+    index = IndexWriter(nbits=nbits, num_partitions=16, kmeans_iterations=4).write(tmp_path / "i", documents)
+    assert index.stores_vectors == keeps_float16
+    assert (tmp_path / "i" / "segments" / "000000" / "vectors.npy").exists() == keeps_float16

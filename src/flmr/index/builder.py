@@ -40,6 +40,8 @@ SAMPLE_POINTS_PER_PARTITION = 32
 MAX_HELDOUT_VECTORS = 50_000
 # a stream of chunks of unknown size is buffered up to this many vectors to size the k-means sample
 MAX_UNSIZED_BUFFER_VECTORS = 1 << 21
+# from this many bits per dimension the codes re-rank about as well as float16 vectors (store_vectors)
+FLOAT16_NOT_NEEDED_FROM_NBITS = 8
 
 
 def train_codec(
@@ -104,6 +106,9 @@ class IndexWriter:
             by memory map, only for the few documents re-ranked), so search re-ranks by exact MaxSim:
             its scores equal exact search's and recall is lost only in candidate generation. ``False``
             keeps only the codes and re-ranks on decompressed vectors (ColBERTv2/PLAID's trade-off).
+            Default (``None``): float16 only where it buys recall, i.e. for ``nbits`` of 1, 2 and 4;
+            8-bit codes re-rank within about 0.01 recall@10 of float16 at half its bytes (see the
+            README's search-quality table), so ``nbits=8`` keeps codes only.
         show_progress: show a progress bar while compressing.
 
     Example:
@@ -121,11 +126,13 @@ class IndexWriter:
     docs_per_chunk: int = DEFAULT_DOCS_PER_CHUNK
     device: str | torch.device = "cpu"
     codec: ResidualCodec | None = None
-    store_vectors: bool = True
+    store_vectors: bool | None = None
     show_progress: bool = True
 
     def __post_init__(self) -> None:
         check_nbits(self.nbits)
+        if self.store_vectors is None:
+            self.store_vectors = self.nbits < FLOAT16_NOT_NEEDED_FROM_NBITS
         if self.codec is not None and self.codec.nbits != self.nbits:
             raise ValueError(f"the given codec has nbits={self.codec.nbits}, the writer nbits={self.nbits}")
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from flmr.index.codec import ResidualCodec
@@ -13,7 +14,7 @@ from flmr.index.index import Index
 from flmr.index.inputs import EmbeddingsInput, iter_chunks
 from flmr.runtime import sized_threads
 from flmr.search.filters import MetadataFilter, compile_filter
-from flmr.search.maxsim import as_query_batch, nonzero_rows, segment_max
+from flmr.search.maxsim import as_query_batch, maxsim_totals, nonzero_rows, segment_max
 from flmr.search.results import SearchHit, make_hits
 
 DEFAULT_MAX_SCORE_ELEMENTS = 1 << 25  # floats in one (document vectors x query vectors) score block
@@ -26,19 +27,38 @@ def score_documents(
     normalize: bool = True,
     codec: ResidualCodec | None = None,
 ) -> torch.Tensor:
-    """Exact MaxSim of one query's non-zero vectors against the vectors of ``pids``.
+    """Exact MaxSim of one query's non-zero vectors (q_len, dim) against the vectors of ``pids``.
 
-    The vectors are the index's stored float16 vectors when it keeps them, else the decompressed ones
-    (``normalize``: as if re-projected onto the unit sphere). Runs on ``query_rows``' device (``codec``: the index's codec already moved there); a document
-    without vectors scores -inf.
+    See ``score_pairs``, which scores many queries' documents at once.
 
     Example:
         >>> scores = score_documents(index, nonzero_rows(query), torch.tensor([3, 8]))  # doctest: +SKIP
     """
-    device = query_rows.device
+    pids = pids.long().cpu()
+    return score_pairs(index, query_rows[None], torch.zeros_like(pids), pids, normalize, codec)
+
+
+def score_pairs(
+    index: Index,
+    queries: torch.Tensor,
+    qids: torch.Tensor,
+    pids: torch.Tensor,
+    normalize: bool = True,
+    codec: ResidualCodec | None = None,
+) -> torch.Tensor:
+    """Exact MaxSim (float32, (n,)) of query ``qids[i]`` of ``queries`` (num_queries, rows, dim) against
+    document ``pids[i]``, for pairs sorted by query id (CPU tensors).
+
+    The vectors are the index's stored float16 vectors when it keeps them, else the decompressed ones
+    (``normalize``: as if re-projected onto the unit sphere). Runs on ``queries``' device (``codec``:
+    the index's codec already moved there); all-zero query rows add 0; a document without vectors
+    scores -inf.
+    """
+    device = queries.device
     positions, owners = index.vector_positions(pids)
     if index.stores_vectors:
-        token_scores = index.gather_vectors(positions).to(device).float() @ query_rows.T
+        stored = index.gather_vectors(positions)  # NumPy converts float16 faster than torch on CPU
+        vectors = torch.from_numpy(stored.numpy().astype(np.float32)).to(device)
     else:
         codec = codec or index.codec.to(device)
         vectors = codec.decompress(
@@ -46,10 +66,15 @@ def score_documents(
             index.gather_centroid_ids(positions).to(device),
             normalize=False,
         )
-        token_scores = vectors @ query_rows.T
-        if normalize:  # cheaper than normalising the vectors: scale their few scores
-            token_scores /= vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return segment_max(token_scores, owners.to(device), pids.numel(), float("-inf")).sum(1)
+    per_query = torch.bincount(qids[owners], minlength=queries.shape[0]).tolist()
+    token_scores = torch.cat(  # (query vectors, document vectors), one column per document vector
+        [queries[q] @ block.T for q, block in enumerate(vectors.split(per_query)) if per_query[q]]
+        or [vectors.new_empty(queries.shape[1], 0)],
+        dim=1,
+    )
+    if not index.stores_vectors and normalize:  # cheaper than normalising the vectors: scale their scores
+        token_scores /= vectors.norm(dim=1).clamp_min(1e-12)
+    return maxsim_totals(segment_max(token_scores, owners.to(device), pids.numel(), float("-inf")))
 
 
 class ExactSearcher:
@@ -122,7 +147,7 @@ class ExactSearcher:
         best_scores = torch.empty(len(rows), 0, device=self.device)
         best_pids = torch.empty(len(rows), 0, dtype=torch.long, device=self.device)
         for pids, vectors, owners in self._blocks(max(1, query_rows.shape[0]), allowed):
-            per_row = segment_max(vectors @ query_rows.T, owners, pids.shape[0], float("-inf"))
+            per_row = segment_max(query_rows @ vectors.T, owners, pids.shape[0], float("-inf"))
             empty = (
                 torch.isinf(per_row[:, 0]) if per_row.shape[1] else torch.zeros_like(pids, dtype=torch.bool)
             )

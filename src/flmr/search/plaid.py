@@ -6,41 +6,59 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from flmr.index.index import Index
 from flmr.runtime import sized_threads
-from flmr.search.exact import score_documents
+from flmr.search.exact import ExactSearcher, score_pairs
 from flmr.search.filters import MetadataFilter, compile_filter
-from flmr.search.maxsim import as_query_batch, nonzero_rows, segment_max
+from flmr.search.maxsim import as_query_batch, maxsim_totals, packed_queries, segment_max
 from flmr.search.results import SearchHit, make_hits
 
 CandidateQueryVectors = Literal["all", "text_first_32"]
 TEXT_QUERY_VECTORS = 32
+# Exact search costs about one unit per (document vector, query vector) pair; the PLAID stages about
+# EXACT_COST_RATIO units per centroid and per document vector they touch (measured, see `exact_is_cheaper`).
+EXACT_COST_RATIO = 0.5
+# Queries whose stages run together, by default: on CPU one, since passes of 8 or 32 queries ran
+# 2-3x slower per query (3,000 documents: their centroid-score gathers leave the caches) while the
+# shared work (centroid scores, Python overhead) is small; on an accelerator a pass of many queries
+# saves kernel launches.
+CPU_QUERIES_PER_PASS = 1
+ACCELERATOR_QUERIES_PER_PASS = 32
 
 
 class PlaidSearcher:
-    """PLAID (ColBERTv2) search, vectorised in torch so it runs on CPU or CUDA.
+    """PLAID (ColBERTv2) search, vectorised in torch over several queries at once (CPU or CUDA).
 
     1. Candidates: for each candidate-generating query vector, the ``ncells`` best centroids; the
        candidates are the live documents in their inverted lists.
     2. Centroid interaction: each candidate is scored by MaxSim over the centroid scores of its vectors'
        centroids, first keeping only centroids whose best score reaches ``centroid_score_threshold``
        (a query vector no kept centroid covers adds 0) to keep the best ``ndocs``, then unpruned to keep
-       the best ``ndocs // 4``.
-    3. Re-ranking: those documents are decompressed and scored by exact MaxSim; the top ``k`` return.
+       the best ``ndocs // 2``. (Centroid scores rank documents poorly for [MASK]-expanded queries,
+       whose twenty-odd near-identical expansion vectors multiply a centroid's error: on real FLMR
+       queries the unpruned top 512 of 3,000 documents held 0.94 of the exact top 10, the top 1,024 0.97,
+       which re-ranking then keeps whole.)
+    3. Re-ranking: those documents are scored by exact MaxSim (over the stored float16 vectors, or the
+       decompressed ones); the top ``k`` return.
 
-    ``ndocs`` is raised to ``k`` and stage 2 keeps at least ``k`` documents, so for ``k <= ndocs // 4``
-    the candidates do not depend on ``k`` and a k-query's top n equals a larger-k query's top n.
+    ``ndocs`` is raised to ``k`` and every stage keeps at least ``k`` documents; stage 1 probes more
+    cells (doubling ``ncells``, at worst every cell) until it has ``max(ndocs // 2, k)`` candidates, so
+    ``min(k, live documents with vectors)`` hits come back, and for ``k <= ndocs // 2`` the candidates do
+    not depend on ``k``: a k-query's top n equals a larger-k query's top n.
     All-zero query vectors (masked positions) are ignored. ``candidate_query_vectors="text_first_32"``
     generates candidates from the first 32 non-zero query vectors only, like the original engine;
     ``"all"`` uses every vector, which finds more of the exact top-k for text+image queries.
 
+    With ``exact_when_cheaper`` (the default) a collection so small that exact MaxSim over all of it
+    costs less than the PLAID stages is searched exactly (see ``exact_is_cheaper``): the results are
+    then those of ``ExactSearcher``.
+
     With a metadata ``filter`` the documents it rejects are dropped before stage 2. When at most
     ``ndocs`` documents match, all of them are re-ranked (the exact filtered top-k); otherwise stage 1
-    doubles ``ncells`` until ``max(ndocs // 4, k)`` matching candidates are found (at worst every cell),
-    so ``k`` results come back whenever ``k`` documents match, however far they are from the query,
-    and the k-independence above still holds.
+    probes more cells until it has ``max(ndocs // 2, k)`` matching candidates.
 
     Example:
         >>> searcher = PlaidSearcher("my_index")  # doctest: +SKIP
@@ -52,11 +70,13 @@ class PlaidSearcher:
         self,
         index: Index | str | Path,
         *,
-        ncells: int = 2,
+        ncells: int = 4,
         centroid_score_threshold: float = 0.45,
-        ndocs: int = 1024,
+        ndocs: int = 2048,
         candidate_query_vectors: CandidateQueryVectors = "all",
         normalize_decompressed: bool = True,
+        exact_when_cheaper: bool = True,
+        queries_per_pass: int | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         if candidate_query_vectors not in ("all", "text_first_32"):
@@ -71,7 +91,12 @@ class PlaidSearcher:
         self.ndocs = ndocs
         self.candidate_query_vectors = candidate_query_vectors
         self.normalize_decompressed = normalize_decompressed
+        self.exact_when_cheaper = exact_when_cheaper
         self.device = torch.device(device)
+        on_cpu = self.device.type == "cpu"
+        self.queries_per_pass = queries_per_pass or (
+            CPU_QUERIES_PER_PASS if on_cpu else ACCELERATOR_QUERIES_PER_PASS
+        )
         self._generation = -1
 
     @sized_threads(lambda self, queries, k, **_: self.work_per_query(queries, k))
@@ -84,28 +109,58 @@ class PlaidSearcher:
     ) -> list[list[SearchHit]]:
         """Top-``k`` hits for each query of a (num_queries, q_len, dim) batch (or one (q_len, dim) query).
 
-        ``filter`` (see ``flmr.search.filters``) keeps only documents whose stored metadata match.
+        The stages run for ``queries_per_pass`` queries at a time (default: 1 on CPU, 32 elsewhere).
+        ``filter`` (see ``flmr.search.filters``) keeps only
+        documents whose stored metadata match.
         """
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
         metadata_filter = compile_filter(filter)
         self._sync_with_index()
-        allowed = None if metadata_filter is None else metadata_filter.mask(self.index)
-        queries = as_query_batch(queries, self.index.dim).to(self.device)
-        results = []
-        for query in queries:
-            pids, scores = self._search_one(nonzero_rows(query), k, allowed)
-            results.append(make_hits(pids.cpu(), scores.cpu(), self.index, return_documents))
-        return results
+        packed, counts = packed_queries(as_query_batch(queries, self.index.dim).to(self.device))
+        if self.exact_when_cheaper and self.exact_is_cheaper(k):
+            hits = ExactSearcher(
+                self.index, device=self.device, normalize_decompressed=self.normalize_decompressed
+            ).search(packed, k, return_documents, metadata_filter)
+        else:
+            allowed = None if metadata_filter is None else metadata_filter.mask(self.index)
+            hits = []
+            for first in range(0, packed.shape[0], self.queries_per_pass):
+                part = slice(first, first + self.queries_per_pass)
+                qids, pids, scores = self._search_batch(packed[part], counts[part], k, allowed)
+                bounds = np.searchsorted(qids.cpu().numpy(), np.arange(packed[part].shape[0] + 1))
+                hits += [
+                    make_hits(pids[start:end].cpu(), scores[start:end].cpu(), self.index, return_documents)
+                    for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+                ]
+        return [query_hits if count else [] for query_hits, count in zip(hits, counts.tolist(), strict=True)]
+
+    def exact_is_cheaper(self, k: int = 10) -> bool:
+        """Whether exact MaxSim over every live vector costs less than the PLAID stages.
+
+        Per query vector, exact search scores every live document vector; PLAID scores every centroid
+        and then touches the vectors of the ``max(ndocs, k)`` documents of centroid interaction and of
+        the ``max(ndocs // 2, k)`` re-ranked ones, each touch (gathers, reductions) costing about
+        ``EXACT_COST_RATIO`` times a dot product in exact search's matrix products. Exact search wins
+        when ``live vectors <= EXACT_COST_RATIO * (num_partitions + touched documents * mean length)``.
+        """
+        index = self.index
+        live_documents = index.num_documents - int(index.deleted.sum())
+        mean_length = index.num_vectors / max(1, index.num_documents)
+        live_vectors = live_documents * mean_length
+        ndocs = max(self.ndocs, k)
+        touched = index.num_partitions + (ndocs + max(ndocs // 2, k)) * mean_length
+        return live_vectors <= EXACT_COST_RATIO * touched
 
     def work_per_query(self, queries: torch.Tensor, k: int) -> float:
         """FLOP of one query's centroid scores and re-ranking, which size the CPU threads (flmr.runtime).
 
-        Queries are searched one after another, so threads are sized to one query's work.
+        On CPU the stages run one query per pass (``queries_per_pass``), so threads are sized to one
+        query's work.
         """
         q_len, dim = queries.shape[-2], self.index.dim
         num_centroids = self.index.codec.centroids.shape[0]
-        reranked_vectors = max(self.ndocs // 4, k) * float(self.index.doclens.float().mean())
+        reranked_vectors = max(self.ndocs // 2, k) * float(self.index.doclens.float().mean())
         return 2.0 * q_len * dim * (num_centroids + reranked_vectors)
 
     def _sync_with_index(self) -> None:
@@ -116,87 +171,138 @@ class PlaidSearcher:
         self._centroids_t = self._codec.centroids.T.contiguous()
         self._generation = self.index.generation
 
-    def _search_one(
-        self, query_rows: torch.Tensor, k: int, allowed: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Best ``k`` (pids, scores) of one query; ``allowed``: bool per pid, the documents a filter keeps."""
-        empty = torch.empty(0, device=self.device)
-        if query_rows.shape[0] == 0:
-            return empty.long(), empty
-        ndocs = max(self.ndocs, k)
-        if allowed is not None:
-            matching = allowed.nonzero().flatten()
-            if matching.numel() <= ndocs:  # few enough to score them all: the exact filtered top-k
-                return self._rerank(query_rows, matching.to(self.device), k)
-        centroid_scores = query_rows @ self._centroids_t  # (query vectors, partitions)
-        candidates = self._candidates(centroid_scores, allowed, max(ndocs // 4, k)).to(self.device)
-        if candidates.numel() == 0:
-            return empty.long(), empty
-        scores_by_centroid = (
-            centroid_scores.T.contiguous()
-        )  # row c: scores of centroid c for each query vector
-        survivors = candidates[
-            self._top(self._pruned_scores(centroid_scores, scores_by_centroid, candidates), ndocs)
-        ]
+    def _search_batch(
+        self, packed: torch.Tensor, counts: torch.Tensor, k: int, allowed: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(query ids, pids, scores) of the best ``k`` documents of every query, grouped by query, best first.
 
-        positions, owners = self._vector_positions(survivors)
-        centroid_ids = self.index.gather_centroid_ids(positions).to(self.device)
-        unpruned = segment_max(
-            scores_by_centroid.index_select(0, centroid_ids), owners, survivors.shape[0], float("-inf")
-        ).sum(1)
-        return self._rerank(query_rows, survivors[self._top(unpruned, max(ndocs // 4, k))], k)
+        ``packed``: (num_queries, rows, dim) from ``packed_queries``; ``allowed``: bool per pid.
+        """
+        ndocs = max(self.ndocs, k)
+        finalists = max(ndocs // 2, k)
+        num_queries = packed.shape[0]
+        centroid_scores = packed @ self._centroids_t  # (queries, rows, partitions); padding rows score 0
+        # row r, column q * partitions + c: query q's vector r against centroid c
+        by_column = centroid_scores.transpose(0, 1).reshape(packed.shape[1], -1)
+        rows_valid = torch.arange(packed.shape[1], device=self.device)[None] < counts[:, None]
+        if allowed is not None:  # queries whose filter leaves few documents: re-rank all of them
+            matching = allowed.nonzero().flatten()
+            if matching.numel() <= ndocs:
+                qids = torch.arange(num_queries).repeat_interleave(matching.numel())
+                return self._rerank(packed, qids, matching.repeat(num_queries), k)
+        qids, pids = self._candidates(centroid_scores, rows_valid, allowed, finalists)
+        if qids.numel() == 0:
+            return qids, pids, torch.empty(0, device=self.device)
+        pruned = self._pruned_scores(centroid_scores, by_column, qids, pids)
+        qids, pids = self._top_per_query(qids, pids, pruned, ndocs)
+        unpruned = self._centroid_interaction(by_column, qids, pids)
+        qids, pids = self._top_per_query(qids, pids, unpruned, finalists)
+        return self._rerank(packed, qids, pids, k)
 
     def _rerank(
-        self, query_rows: torch.Tensor, finalists: torch.Tensor, k: int
+        self, packed: torch.Tensor, qids: torch.Tensor, pids: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The best ``k`` of each query's (qids, pids) pairs by exact MaxSim (see ``score_pairs``)."""
+        exact = score_pairs(self.index, packed, qids, pids, self.normalize_decompressed, self._codec)
+        live = torch.isfinite(exact)  # documents without vectors are never returned
+        qids, pids, exact = qids[live], pids[live], exact[live]
+        order = self._rank_per_query(qids, exact, k)
+        return qids[order], pids[order], exact[order]
+
+    def _candidates(
+        self,
+        centroid_scores: torch.Tensor,
+        rows_valid: torch.Tensor,
+        allowed: torch.Tensor | None,
+        wanted: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The best ``k`` of ``finalists`` by exact MaxSim (see ``score_documents``)."""
-        exact = score_documents(self.index, query_rows, finalists, self.normalize_decompressed, self._codec)
-        best = self._top(exact, k)
-        return finalists[best], exact[best]
+        """Live (and allowed) candidates as (query ids, pids) pairs sorted by query then pid.
+
+        A query with fewer than ``wanted`` candidates probes twice as many cells, until it has them or
+        has probed every cell.
+        """
+        generating = rows_valid.clone()
+        if self.candidate_query_vectors == "text_first_32":
+            generating[:, TEXT_QUERY_VECTORS:] = False
+        num_partitions = centroid_scores.shape[2]
+        eligible = ~self.index.deleted if allowed is None else allowed & ~self.index.deleted
+        ncells = min(self.ncells, num_partitions)
+        pending = torch.arange(centroid_scores.shape[0])
+        found_q, found_p = [], []
+        while pending.numel():
+            scores = centroid_scores[pending.to(self.device)]
+            cells = scores.topk(ncells, dim=2).indices  # (pending, rows, ncells)
+            rows = generating[pending.to(self.device)]
+            cell_q = pending.to(self.device)[:, None, None].expand_as(cells)[rows]
+            qids, pids = self._list_members(cell_q.flatten().cpu(), cells[rows].flatten().cpu())
+            keep = eligible[pids]
+            qids, pids = qids[keep], pids[keep]
+            enough = torch.bincount(qids, minlength=centroid_scores.shape[0])[pending] >= wanted
+            done = enough | (ncells == num_partitions)
+            finished = torch.isin(qids, pending[done])
+            found_q.append(qids[finished])
+            found_p.append(pids[finished])
+            pending = pending[~done]
+            ncells = min(2 * ncells, num_partitions)
+        qids, pids = torch.cat(found_q), torch.cat(found_p)
+        order = torch.argsort(qids * self.index.num_documents + pids)
+        return qids[order].to(self.device), pids[order].to(self.device)
+
+    def _list_members(self, qids: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unique (query, pid) pairs of the inverted lists of the (query, cell) pairs."""
+        keys = torch.unique(qids * self.index.num_partitions + cells)
+        list_qids, list_cells = keys // self.index.num_partitions, keys % self.index.num_partitions
+        list_pids, owners = self.index.inverted_lists(list_cells)
+        pair_keys = torch.unique(list_qids[owners] * self.index.num_documents + list_pids)
+        return pair_keys // self.index.num_documents, pair_keys % self.index.num_documents
 
     def _pruned_scores(
-        self, centroid_scores: torch.Tensor, scores_by_centroid: torch.Tensor, candidates: torch.Tensor
+        self, centroid_scores: torch.Tensor, by_column: torch.Tensor, qids: torch.Tensor, pids: torch.Tensor
     ) -> torch.Tensor:
-        """Centroid interaction over the kept centroids only, read from their inverted lists.
+        """Centroid interaction over each query's kept centroids only, read from their inverted lists.
 
         A candidate has a vector in kept centroid c exactly when it is in c's inverted list, so scanning
         the lists of the few kept centroids replaces reading the centroid ids of every candidate vector.
         """
-        kept = (centroid_scores.amax(dim=0) >= self.centroid_score_threshold).nonzero().flatten()
-        list_pids, list_owner = self.index.inverted_lists(kept)
+        num_docs, num_partitions = self.index.num_documents, centroid_scores.shape[2]
+        kept = (centroid_scores.amax(dim=1) >= self.centroid_score_threshold).nonzero()  # [query, c] pairs
+        list_pids, list_owner = self.index.inverted_lists(kept[:, 1].cpu())
         list_pids, list_owner = list_pids.to(self.device), list_owner.to(self.device)
-        rank = torch.searchsorted(candidates, list_pids).clamp(max=candidates.shape[0] - 1)
-        is_candidate = (candidates.index_select(0, rank) == list_pids).nonzero().flatten()
-        rows = scores_by_centroid.index_select(
-            0, kept.index_select(0, list_owner.index_select(0, is_candidate))
-        )
-        return segment_max(rows, rank.index_select(0, is_candidate), candidates.shape[0], 0.0).sum(1)
+        candidate_keys = qids * num_docs + pids
+        list_keys = kept[list_owner, 0] * num_docs + list_pids
+        rank = torch.searchsorted(candidate_keys, list_keys).clamp(max=candidate_keys.shape[0] - 1)
+        hit = (candidate_keys.index_select(0, rank) == list_keys).nonzero().flatten()
+        hit = hit[torch.from_numpy(np.argsort(rank[hit].cpu().numpy(), kind="stable")).to(self.device)]
+        owner = kept[list_owner.index_select(0, hit)]
+        columns = by_column.index_select(1, owner[:, 0] * num_partitions + owner[:, 1])
+        return maxsim_totals(segment_max(columns, rank.index_select(0, hit), candidate_keys.shape[0], 0.0))
 
-    def _vector_positions(self, pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        positions, owners = self.index.vector_positions(pids.cpu())
-        return positions, owners.to(self.device)
-
-    def _candidates(
-        self, centroid_scores: torch.Tensor, allowed: torch.Tensor | None, wanted: int
+    def _centroid_interaction(
+        self, by_column: torch.Tensor, qids: torch.Tensor, pids: torch.Tensor
     ) -> torch.Tensor:
-        """Sorted live candidate pids; with a filter, only allowed ones, from ever more cells until
-        there are ``wanted`` of them (the matching documents may all lie far from the query)."""
-        generating = centroid_scores
-        if self.candidate_query_vectors == "text_first_32":
-            generating = centroid_scores[:TEXT_QUERY_VECTORS]
-        num_partitions = centroid_scores.shape[1]
-        ncells = min(self.ncells, num_partitions)
-        while True:
-            cells = generating.topk(ncells, dim=1).indices.flatten().unique()
-            candidates = self.index.candidate_pids(cells)
-            if allowed is None:
-                return candidates
-            candidates = candidates[allowed[candidates]]
-            if candidates.numel() >= wanted or ncells == num_partitions:
-                return candidates
-            ncells = min(2 * ncells, num_partitions)
+        """MaxSim of each (query, document) pair over the centroid scores of all the document's vectors."""
+        positions, owners = self.index.vector_positions(pids.cpu())
+        centroid_ids = self.index.gather_centroid_ids(positions).to(self.device)
+        owners = owners.to(self.device)
+        columns = by_column.index_select(
+            1, qids.index_select(0, owners) * self.index.num_partitions + centroid_ids
+        )
+        return maxsim_totals(segment_max(columns, owners, pids.shape[0], float("-inf")))
+
+    def _top_per_query(
+        self, qids: torch.Tensor, pids: torch.Tensor, scores: torch.Tensor, count: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each query's ``count`` best pairs, still sorted by query then pid."""
+        keep = self._rank_per_query(qids, scores, count)
+        keep = keep[torch.argsort(qids[keep] * self.index.num_documents + pids[keep])]
+        return qids[keep], pids[keep]
 
     @staticmethod
-    def _top(scores: torch.Tensor, count: int) -> torch.Tensor:
-        """Indices of the ``count`` best scores, best first."""
-        return scores.topk(min(count, scores.shape[0])).indices
+    def _rank_per_query(qids: torch.Tensor, scores: torch.Tensor, count: int) -> torch.Tensor:
+        """Positions of each query's ``count`` best scores, grouped by query, best first (ties: stable)."""
+        by_score = torch.argsort(scores, descending=True, stable=True)
+        order = by_score[torch.argsort(qids[by_score], stable=True)]
+        sorted_qids = qids[order]
+        group_start = torch.searchsorted(sorted_qids, sorted_qids, right=False)
+        rank = torch.arange(order.shape[0], device=order.device) - group_start
+        return order[rank < count]

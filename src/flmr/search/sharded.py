@@ -13,7 +13,7 @@ What the merge guarantees:
   same scores up to float rounding), except that tied scores are ordered by global pid here.
 - PLAID: the shared centroids give every shard the same probed cells, so a shard's candidates are the
   single index's candidates that it holds, scored the same. But each shard keeps its own best ``ndocs``
-  and then ``ndocs // 4``, so N shards re-rank up to N times as many documents as one index, chosen
+  and then ``ndocs // 2``, so N shards re-rank up to N times as many documents as one index, chosen
   by pruning among each shard's documents only. The results equal the single index's whenever its
   candidate stages are not limiting (e.g. ``ndocs`` at least the collection size). Otherwise they may
   differ either way (a document one index prunes at the first stage can, in its shard, displace one

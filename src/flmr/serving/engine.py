@@ -111,7 +111,7 @@ class SearchEngine:
             group = [queries[i] for i in positions]
             first = group[0]
             with_image = first.image is not None
-            # PLAID's candidates (and hybrid fusion's) do not depend on k for k <= ndocs // 4 (and
+            # PLAID's candidates (and hybrid fusion's) do not depend on k for k <= ndocs // 2 (and
             # k <= the fusion depth), so one search with the largest k gives every query its own top-k.
             hits = self.retriever.search(
                 [query.text for query in group],
