@@ -48,7 +48,12 @@ def test_a_colon_in_the_question_masks_no_question_word(preflmr, caplog):
         retriever.search(["which laptops", "Dune: who wrote it?"], preflmr[1], k=2)
     assert {"dune", "who", "wrote", "novel"} <= set(kept[0])
     assert {"ratio", "3", "2", "screens", "which"} <= set(kept[1])
-    instruction_only = set(DEFAULT_INSTRUCTIONS["question"].lower().split()) - {"who", "wrote", "the", "novel"}
+    instruction_only = set(DEFAULT_INSTRUCTIONS["question"].lower().split()) - {
+        "who",
+        "wrote",
+        "the",
+        "novel",
+    }
     assert not instruction_only & set(kept[0])  # masked
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "instruction" in r.message]
     # read as typed (the original package's way), "dune" is taken for the instruction and masked

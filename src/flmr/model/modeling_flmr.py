@@ -19,7 +19,6 @@ from transformers.models.bert.modeling_bert import BertEncoder
 from transformers.utils import CONFIG_NAME, ModelOutput, cached_file, logging
 
 from flmr.hub import cache_only
-
 from flmr.runtime import sized_threads
 
 from .checkpoint_layout import to_model_layout, to_published_layout
