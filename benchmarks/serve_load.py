@@ -87,6 +87,19 @@ def flmr_command(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "flmr.cli.main", *arguments]
 
 
+def sample_questions() -> list[str]:
+    """The sample collection's one-line summaries, used as questions."""
+    return [json.loads(line)["metadata"]["summary"] for line in SAMPLE_COLLECTION.read_text().splitlines()]
+
+
+def index_sample(checkpoint: Path, index: Path, env: dict[str, str]) -> None:
+    """Index the sample collection with ``checkpoint`` into ``index`` through the installed CLI."""
+    command = flmr_command(
+        "index", "--checkpoint", str(checkpoint), "--collection", "sample", "--output", str(index), "--quiet"
+    )
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -189,28 +202,12 @@ def main() -> int:
         return run_mixed(args)
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    questions = [
-        json.loads(line)["metadata"]["summary"] for line in SAMPLE_COLLECTION.read_text().splitlines()
-    ]
+    questions = sample_questions()
     with tempfile.TemporaryDirectory(prefix="flmr-serve-load-") as work:
         work_dir = Path(work)
         checkpoint = Path(args.checkpoint) if args.checkpoint else minilm_checkpoint(work_dir / "minilm_flmr")
         index = work_dir / "index"
-        subprocess.run(
-            flmr_command(
-                "index",
-                "--checkpoint",
-                str(checkpoint),
-                "--collection",
-                "sample",
-                "--output",
-                str(index),
-                "--quiet",
-            ),
-            check=True,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
+        index_sample(checkpoint, index, env)
         port = free_port()
         log = work_dir / "serve.log"
         serve = flmr_command(
@@ -462,24 +459,11 @@ def decode_cost(jpeg: bytes, work_dir: Path) -> dict:
 def run_mixed(args: argparse.Namespace) -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     checkpoint = Path(args.checkpoint) if args.checkpoint else TINY_PREFLMR
-    questions = [
-        json.loads(line)["metadata"]["summary"] for line in SAMPLE_COLLECTION.read_text().splitlines()
-    ]
-    requests = Requests(questions)
+    requests = Requests(sample_questions())
     with tempfile.TemporaryDirectory(prefix="flmr-serve-mixed-") as work:
         work_dir = Path(work)
         index = work_dir / "index"
-        index_command = flmr_command(
-            "index",
-            "--checkpoint",
-            str(checkpoint),
-            "--collection",
-            "sample",
-            "--output",
-            str(index),
-            "--quiet",
-        )
-        subprocess.run(index_command, check=True, env=env, stdout=subprocess.DEVNULL)
+        index_sample(checkpoint, index, env)
         costs = decode_cost(requests.big_jpeg, work_dir)
         port, log = free_port(), work_dir / "serve.log"
         serve = flmr_command("serve", str(index), "--port", str(port), "--log-level", "warning")

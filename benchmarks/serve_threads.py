@@ -12,7 +12,6 @@ up to the noise of a shared machine). Clients and server share the machine's cor
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import subprocess
@@ -20,9 +19,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from serve_load import flmr_command, free_port, minilm_checkpoint, run_level, wait_until_ready
-
-from flmr.data import SAMPLE_COLLECTION
+from serve_load import (
+    flmr_command,
+    free_port,
+    index_sample,
+    minilm_checkpoint,
+    run_level,
+    sample_questions,
+    wait_until_ready,
+)
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FLMR_NUM_THREADS")
 
@@ -71,28 +76,12 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200, help="requests per level (default: 200)")
     parser.add_argument("--checkpoint", help="checkpoint folder (default: a text FLMR around MiniLM)")
     args = parser.parse_args()
-    questions = [
-        json.loads(line)["metadata"]["summary"] for line in SAMPLE_COLLECTION.read_text().splitlines()
-    ]
+    questions = sample_questions()
     with tempfile.TemporaryDirectory(prefix="flmr-serve-threads-") as folder:
         work = Path(folder)
         checkpoint = Path(args.checkpoint) if args.checkpoint else minilm_checkpoint(work / "minilm_flmr")
         index = work / "index"
-        subprocess.run(
-            flmr_command(
-                "index",
-                "--checkpoint",
-                str(checkpoint),
-                "--collection",
-                "sample",
-                "--output",
-                str(index),
-                "--quiet",
-            ),
-            check=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            stdout=subprocess.DEVNULL,
-        )
+        index_sample(checkpoint, index, {**os.environ, "HF_HUB_OFFLINE": "1"})
         results = {}
         for setting in args.settings:
             results[setting] = serve_and_load(index, setting, questions, args.clients, args.requests, work)
