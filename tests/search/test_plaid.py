@@ -190,8 +190,8 @@ def test_recall_against_exact_with_mask_expanded_queries(tmp_path, make_document
     assert found / (10 * len(queries)) >= 0.95
 
 
-@pytest.mark.parametrize(("nbits", "keeps_float16"), [(2, True), (4, True), (8, False)])
-def test_default_storage_keeps_float16_only_below_8_bits(tmp_path, documents, nbits, keeps_float16) -> None:
+@pytest.mark.parametrize(("nbits", "keeps_float16"), [(2, True), (4, True), (8, True)])
+def test_default_storage_keeps_float16_at_every_nbits(tmp_path, documents, nbits, keeps_float16) -> None:
     index = IndexWriter(nbits=nbits, num_partitions=16, kmeans_iterations=4).write(tmp_path / "i", documents)
     assert index.stores_vectors == keeps_float16
     assert (tmp_path / "i" / "segments" / "000000" / "vectors.npy").exists() == keeps_float16

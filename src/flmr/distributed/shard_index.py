@@ -33,6 +33,7 @@ from flmr.index import (
     train_codec,
 )
 from flmr.index.builder import SAMPLE_POINTS_PER_PARTITION
+from flmr.index.kmeans import KMEANS_ITERATIONS
 from flmr.index.storage import MANIFEST_NAME, discard_build_folder, new_build_folder, publish_build_folder
 from flmr.search.sharded import SHARDS_MANIFEST, write_shards_manifest
 
@@ -58,7 +59,7 @@ def train_shared_codec(
     nbits: int = 2,
     num_partitions: int | None = None,
     kmeans_sample_size: int | None = None,
-    kmeans_iterations: int = 20,
+    kmeans_iterations: int = KMEANS_ITERATIONS,
     seed: int = 0,
 ) -> ResidualCodec:
     """The codec of every shard, trained on vectors sampled across all parts (sized like ``IndexWriter``)."""
@@ -76,7 +77,7 @@ def build_sharded_index(
     nbits: int = 2,
     num_partitions: int | None = None,
     kmeans_sample_size: int | None = None,
-    kmeans_iterations: int = 20,
+    kmeans_iterations: int = KMEANS_ITERATIONS,
     seed: int = 0,
     store_vectors: bool = True,
     overwrite: bool = False,

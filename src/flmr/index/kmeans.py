@@ -15,6 +15,10 @@ import numpy as np
 import torch
 
 EXACT_CENTROID_LIMIT = 4096
+# ColBERTv2's default (``kmeans_niters=4``): on 3k and 10k Debian documents with query()-shaped queries,
+# 4 iterations kept recall@10 against exact within 0.004 of 20 (0.973 vs 0.971 at 3k, 0.935 vs 0.939 at
+# 10k) and cut the index build from 42.9 s to 14.8 s at 3k.
+KMEANS_ITERATIONS = 4
 _ASSIGN_BATCH = 1 << 16
 _GROUPS_PER_CENTROID = 8
 
@@ -30,7 +34,7 @@ def default_num_partitions(num_vectors: int) -> int:
 
 
 def train_centroids(
-    sample: torch.Tensor, num_partitions: int, iterations: int = 20, seed: int = 0
+    sample: torch.Tensor, num_partitions: int, iterations: int = KMEANS_ITERATIONS, seed: int = 0
 ) -> torch.Tensor:
     """Unit-norm centroids (num_partitions, dim) from spherical k-means on ``sample`` (n, dim).
 

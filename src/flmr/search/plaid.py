@@ -19,8 +19,11 @@ from flmr.search.results import SearchHit, make_hits
 CandidateQueryVectors = Literal["all", "text_first_32"]
 TEXT_QUERY_VECTORS = 32
 # Exact search costs about one unit per (document vector, query vector) pair; the PLAID stages about
-# EXACT_COST_RATIO units per centroid and per document vector they touch (measured, see `exact_is_cheaper`).
-EXACT_COST_RATIO = 0.5
+# EXACT_COST_RATIO units per centroid and per document vector they touch (see `exact_is_cheaper`).
+# Measured on a quiet 2-core CPU with query()-shaped queries (benchmarks/search_quality.py): at 3k
+# Debian documents PLAID took 1.39x (text) / 1.59x (text+image) exact's time, at 10k 0.48x; the two
+# cross near 4,500 documents, 1.4x the vectors the stages touch there.
+EXACT_COST_RATIO = 1.4
 # Queries whose stages run together, by default: on CPU one, since passes of 8 or 32 queries ran
 # 2-3x slower per query (3,000 documents: their centroid-score gathers leave the caches) while the
 # shared work (centroid scores, Python overhead) is small; on an accelerator a pass of many queries
