@@ -61,7 +61,7 @@ class ServiceSettings:
     exact: bool = False
     plaid_settings: dict[str, Any] = field(default_factory=dict)
     index_refresh_seconds: float = 1.0
-    request_cpus: int = 1
+    request_cpus: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_k <= self.max_k:
