@@ -49,6 +49,18 @@ def test_the_public_names_load_on_first_use() -> None:
         _ = flmr.Nothing
 
 
+@pytest.mark.parametrize(
+    "package", ["flmr", "flmr.search", "flmr.evaluation", "flmr.training", "flmr.serving", "flmr.distributed"]
+)
+def test_every_lazily_exported_name_resolves(package) -> None:
+    """The lazy name tables repeat the submodules' names: each one must load (all extras installed)."""
+    import importlib
+
+    module = importlib.import_module(package)
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert missing == []
+
+
 def test_without_extras_the_core_indexes_and_searches_and_each_feature_names_its_extra(tmp_path) -> None:
     code = (
         BLOCK_EXTRAS
