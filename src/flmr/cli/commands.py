@@ -14,6 +14,7 @@ from flmr.retrieval.retriever import encoding_chunks_folder
 from .exit_codes import EXIT_FAILURE, EXIT_OK
 from .loading import checkpoint_name, collection_source, index_checkpoint, load_retriever
 from .output import folder_size, hit_record, human_size, index_summary, print_hits_table, print_index_summary
+from .search_options import search_settings_from_args
 
 
 def run_tiny_checkpoint(args: argparse.Namespace) -> int:
@@ -116,11 +117,11 @@ def run_search(args: argparse.Namespace) -> int:
         index,
         k=args.k,
         images=images,
-        exact=args.exact,
         filter=args.filter,
         hybrid_weight=args.hybrid_weight,
         fusion=args.fusion,
         instruction=args.instruction,
+        settings=search_settings_from_args(args),
     )[0]
     if args.json:
         record = {
@@ -160,7 +161,7 @@ def run_serve(args: argparse.Namespace) -> int:
         batch_max_size=args.max_batch_size,
         batch_wait_ms=args.batch_wait_ms,
         image_root=Path(args.image_root).resolve() if args.image_root else None,
-        exact=args.exact,
+        search=search_settings_from_args(args),
     )
     # Fail here, before the port opens, if the index does not fit the checkpoint.
     SearchEngine(retriever, index, settings).warm_up()

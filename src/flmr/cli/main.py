@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 
 from flmr import __version__
+from flmr.cli.search_options import add_search_options
 from flmr.evaluation.cli import add_evaluate_command
 from flmr.search.filters import FilterError, MetadataFilter, parse_filter
 from flmr.training.cli import add_train_command
@@ -268,10 +269,8 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
     )
     _add_precision(search)
-    search.add_argument(
-        "--exact",
-        action="store_true",
-        help="score every document by full MaxSim (exact; slow on large indexes)",
+    add_search_options(
+        search, "score every document by full MaxSim (exact; slow on large indexes)", "flmr's PlaidSettings"
     )
     search.add_argument(
         "--filter",
@@ -337,10 +336,10 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--image-root", metavar="FOLDER", help="serve document images only from inside this folder"
     )
-    serve.add_argument(
-        "--exact",
-        action="store_true",
-        help="score every document by full MaxSim: exact, batched, fast on small indexes, slow on large ones",
+    add_search_options(
+        serve,
+        "score every document by full MaxSim: exact, batched, fast on small indexes, slow on large ones",
+        "flmr's PlaidSettings",
     )
     serve.add_argument(
         "--log-level",

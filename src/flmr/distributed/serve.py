@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from flmr.encoding import same_encoder
 from flmr.index.storage import StoredDocument
 from flmr.search.results import SearchHit
+from flmr.search.settings import search_settings
 from flmr.search.sharded import load_shards, merge_batches, shard_offsets
 
 from .cluster import connect
@@ -184,7 +185,7 @@ def build_application(
             name=f"shard-{number:05d}",
             num_replicas=replicas,
             ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
-        ).bind(str(shard.path), exact, device, plaid_settings)
+        ).bind(str(shard.path), search_settings(exact=exact, **plaid_settings), device)
         for number, shard in enumerate(loaded)
     ]
     return Router.bind(bound_shards)

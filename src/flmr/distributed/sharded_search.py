@@ -11,7 +11,8 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,10 @@ import torch
 
 from flmr.index import Index
 from flmr.index.storage import StoredDocument
+from flmr.search.base import Searcher, check_k
+from flmr.search.filters import MetadataFilter, compile_filter
 from flmr.search.results import SearchHit
+from flmr.search.settings import SearchSettings, search_settings
 from flmr.search.sharded import load_shards, merge_batches, shard_offsets, shard_searcher
 
 from .cluster import connect
@@ -29,37 +33,43 @@ class ShardSearchActor:
     """Holds one shard index (memory-mapped) and its searcher; runs as a Ray actor or Serve replica.
 
     Example:
-        >>> actor = ShardSearchActor("my_sharded_index/shard-00000", exact=True)  # doctest: +SKIP
+        >>> actor = ShardSearchActor("my_sharded_index/shard-00000", SearchSettings(exact=True))  # doctest: +SKIP
         >>> actor.search(query_embeddings, k=5)[0][0].pid  # doctest: +SKIP
     """
 
     def __init__(
         self,
         path: str,
-        exact: bool = False,
+        settings: SearchSettings | None = None,
         device: str = "cpu",
-        plaid_settings: dict[str, Any] | None = None,
     ) -> None:
         self.index = Index.load(path)
-        self.searcher = shard_searcher(self.index, exact, device, **(plaid_settings or {}))
+        self.searcher = shard_searcher(self.index, settings, device)
 
-    def search(self, queries: torch.Tensor, k: int, return_documents: bool = False) -> list[list[SearchHit]]:
-        """The shard's top-``k`` hits (local pids) for each query of the batch."""
-        return self.searcher.search(queries, k=k, return_documents=return_documents)
+    def search(
+        self,
+        queries: torch.Tensor,
+        k: int,
+        return_documents: bool = False,
+        filter_spec: Mapping[str, Any] | None = None,
+    ) -> list[list[SearchHit]]:
+        """The shard's top-``k`` hits (local pids) for each query of the batch, among the documents the
+        filter (its JSON ``spec``, which travels between processes) keeps."""
+        return self.searcher.search(queries, k, return_documents, filter_spec)
 
 
-class RayShardedSearcher:
+class RayShardedSearcher(Searcher):
     """Fan a query batch out to one Ray actor per shard, and merge their top-k like ``ShardedSearcher``.
 
     Args:
         shards: a sharded index folder, a single index folder or a list of index folders, readable from
             every node (shared storage).
-        exact: exact MaxSim instead of PLAID in every shard.
+        settings: how every shard is searched (exact or PLAID and its knobs).
+        exact, options: the earlier keyword form of ``settings``.
         replicas: actors per shard; successive searches take turns among them, for query load.
         cpus_per_actor, gpus_per_actor: resources reserved by each actor.
         device: where each actor searches ("cuda" with ``gpus_per_actor``).
         ray_address: cluster to connect to when this process is not connected yet (None: in-process).
-        plaid_settings: ``PlaidSearcher`` options for every shard.
 
     The results are those of ``flmr.search.ShardedSearcher`` over the same shards (the same merge;
     see ``flmr.search.sharded`` for how they compare with a single index).
@@ -72,15 +82,17 @@ class RayShardedSearcher:
     def __init__(
         self,
         shards: str | Path | Sequence[str | Path],
+        settings: SearchSettings | None = None,
         *,
-        exact: bool = False,
+        exact: bool | None = None,
         replicas: int = 1,
         cpus_per_actor: float = 0.5,
         gpus_per_actor: float = 0,
         device: str = "cpu",
         ray_address: str | None = None,
-        **plaid_settings: Any,
+        **options: Any,
     ) -> None:
+        self.settings = replace(search_settings(settings, exact=exact, **options), hybrid=None)
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, got {replicas}")
         self._ray = connect(ray_address)
@@ -91,23 +103,36 @@ class RayShardedSearcher:
             num_cpus=cpus_per_actor, num_gpus=gpus_per_actor
         )
         self.actors = [
-            [actor_class.remote(str(shard.path), exact, device, plaid_settings) for _ in range(replicas)]
+            [actor_class.remote(str(shard.path), self.settings, device) for _ in range(replicas)]
             for shard in self.shards
         ]
         self._turns = itertools.count()
+        self.index = None
 
     @property
     def num_documents(self) -> int:
         return sum(shard.num_documents for shard in self.shards)
 
     def search(
-        self, queries: torch.Tensor, k: int = 10, return_documents: bool = False
+        self,
+        queries: torch.Tensor,
+        k: int = 10,
+        return_documents: bool = False,
+        filter: Mapping[str, Any] | MetadataFilter | None = None,
+        *,
+        query_texts: Sequence[str] | None = None,
     ) -> list[list[SearchHit]]:
-        """Top-``k`` hits (global pids) for each query of a (num_queries, q_len, dim) batch."""
+        """Top-``k`` hits (global pids) for each query of a (num_queries, q_len, dim) batch.
+
+        See ``Searcher.search``; the filter's spec is sent to every shard actor.
+        """
+        check_k(k)
+        metadata_filter = compile_filter(filter)
+        spec = None if metadata_filter is None else metadata_filter.spec
         turn = next(self._turns)
         batch = self._ray.put(queries.detach().cpu())
         pending = [
-            replicas[turn % len(replicas)].search.remote(batch, k, return_documents)
+            replicas[turn % len(replicas)].search.remote(batch, k, return_documents, spec)
             for replicas in self.actors
         ]
         return merge_batches(self._ray.get(pending), self.offsets, k)

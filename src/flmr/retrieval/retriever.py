@@ -23,9 +23,9 @@ from flmr.index import DocumentChunk, Index, IndexExistsError, IndexWriter
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import load_image_processor
 from flmr.model.precision import apply_precision
-from flmr.search import ExactSearcher, Explanation, PlaidSearcher, SearchHit, explain_document
+from flmr.search import Explanation, SearchHit, build_searcher, explain_document
 from flmr.search.filters import MetadataFilter
-from flmr.search.hybrid import Fusion, HybridSearcher
+from flmr.search.settings import Fusion, SearchSettings, search_settings
 
 ENCODING_CHUNK_SIZE = 10_000
 DEFAULT_MAX_LENGTH = 512
@@ -269,19 +269,22 @@ class Retriever:
         k: int = 10,
         images: Sequence[ImageInput] | ImageInput = None,
         image_features: torch.Tensor | None = None,
-        exact: bool = False,
+        exact: bool | None = None,
         explain: bool = False,
         filter: Mapping[str, Any] | MetadataFilter | None = None,
         hybrid_weight: float | None = None,
-        fusion: Fusion = "linear",
+        fusion: Fusion | None = None,
         instruction: str | Sequence[str | None] | None = None,
-        **plaid_settings: Any,
+        *,
+        settings: SearchSettings | None = None,
+        **plaid_options: Any,
     ) -> list[list[SearchHit]]:
         """The top ``k`` documents of every query, with their stored fields.
 
-        ``exact=True`` scores every document by full MaxSim (the quality reference); otherwise PLAID
-        search with ``plaid_settings`` (``ncells``, ``centroid_score_threshold``, ``ndocs``,
-        ``candidate_query_vectors``). ``explain=True`` attaches an [`Explanation`] of its late-interaction
+        ``settings`` say how to search (see [`SearchSettings`]; default: PLAID with its default knobs).
+        The earlier flat form still works: ``exact=True`` scores every document by full MaxSim (the
+        quality reference), ``plaid_options`` are [`PlaidSettings`]' fields (``ncells``, ``ndocs``...);
+        it cannot be mixed with ``settings``. ``explain=True`` attaches an [`Explanation`] of its late-interaction
         score to every hit (see [`explain`]; a hybrid search reports a fused score instead). A query
         may be None when it has an image (an image-only query).
         ``filter`` keeps only documents whose stored metadata match (see [`flmr.search.filters`], e.g.
@@ -291,24 +294,19 @@ class Retriever:
         ``instruction`` is what PreFLMR checkpoints read before each question (default: the one they were
         trained with for the query's form; see [`query_texts`]).
         """
+        settings = search_settings(settings, exact=exact, **plaid_options)
+        if hybrid_weight is not None:
+            settings = settings.with_hybrid(hybrid_weight, fusion or "linear")
         index = self._open(index)
         model_texts = self.query_texts(queries, images, image_features, instruction)
         Q = self._encode(model_texts, _query_inputs(queries, images)[1], image_features)
-        searcher = (
-            ExactSearcher(index, device=self.device)
-            if exact
-            else PlaidSearcher(index, device=self.device, **plaid_settings)
-        )
-        if hybrid_weight is None:
-            results = searcher.search(Q, k=k, return_documents=True, filter=filter)
-        else:
-            texts = [text or "" for text in _query_inputs(queries, images)[0]]
-            hybrid = HybridSearcher(searcher, weight=hybrid_weight, fusion=fusion)
-            results = hybrid.search(Q, texts, k=k, return_documents=True, filter=filter)
+        texts = [text or "" for text in _query_inputs(queries, images)[0]]
+        searcher = build_searcher(index, settings, device=self.device)
+        results = searcher.search(Q, k, True, filter, query_texts=texts)
         if not explain:
             return results
         _, query_images = _query_inputs(queries, images)
-        normalize = plaid_settings.get("normalize_decompressed", True)
+        normalize = settings.normalize_decompressed
         explained = []
         for q, (text, hits) in enumerate(zip(model_texts, results, strict=True)):
             has_image = image_features is not None or (

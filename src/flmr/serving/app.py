@@ -155,7 +155,7 @@ class _Service:
             pids,
             self.engine.index,
             query.image,
-            normalize_decompressed=self.settings.plaid_settings.get("normalize_decompressed", True),
+            normalize_decompressed=self.settings.search.normalize_decompressed,
             instruction=query.instruction,
         )
         return [schemas.Explanation(**explanation.to_dict()) for explanation in explanations]
@@ -448,7 +448,7 @@ def _add_status_routes(app: FastAPI, service: _Service) -> None:
             num_documents=index.num_documents,
             dim=index.dim,
             nbits=index.nbits,
-            search="exact" if settings.exact else "plaid",
+            search="exact" if settings.search.exact else "plaid",
             limits=schemas.Limits(**{name: getattr(settings, name) for name in schemas.Limits.model_fields}),
             batching=schemas.BatchingStats(
                 max_batch_size=batcher.max_batch_size,

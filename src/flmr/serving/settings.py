@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flmr.search.settings import SearchSettings, search_settings
+
 MEBIBYTE = 1024 * 1024
 
 
@@ -29,8 +31,10 @@ class ServiceSettings:
         batch_max_size: most queries encoded in one forward pass.
         batch_wait_ms: how long the first query of a batch waits for others to join it.
         image_root: when set, document images are served only from inside this folder.
-        exact: score every document by full MaxSim instead of PLAID search.
-        plaid_settings: keyword arguments of [`PlaidSearcher`] (``ncells``, ``ndocs``, ...).
+        search: how the index is searched (see [`SearchSettings`]: exact or PLAID and its knobs);
+            requests choose their own filter and hybrid fusion.
+        exact, plaid_settings: the earlier form of ``search`` (``exact=True``; a dict of
+            [`PlaidSettings`]' fields), folded into ``search`` when given.
         index_refresh_seconds: how often the service checks for a newer generation of the index (other
             processes' adds and deletes); a commit is served within this delay plus one batch.
         request_cpus: cores kept for request handling (HTTP parsing, image decoding, responses) while
@@ -58,12 +62,18 @@ class ServiceSettings:
     batch_max_size: int = 32
     batch_wait_ms: float = 5.0
     image_root: Path | None = None
-    exact: bool = False
-    plaid_settings: dict[str, Any] = field(default_factory=dict)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    exact: bool | None = None
+    plaid_settings: dict[str, Any] | None = None
     index_refresh_seconds: float = 1.0
     request_cpus: int = 0
 
     def __post_init__(self) -> None:
+        if self.exact is not None or self.plaid_settings is not None:
+            earlier = search_settings(exact=self.exact, **(self.plaid_settings or {}))
+            object.__setattr__(self, "search", earlier)
+            object.__setattr__(self, "exact", None)
+            object.__setattr__(self, "plaid_settings", None)
         if not 1 <= self.default_k <= self.max_k:
             raise ValueError(f"default_k must be between 1 and max_k={self.max_k}, got {self.default_k}")
         if self.request_cpus < 0:
