@@ -36,7 +36,7 @@ def run_index(args: argparse.Namespace) -> int:
     image_root = Path(args.image_root).resolve() if args.image_root else collection_folder
     checkpoint = checkpoint_name(args.checkpoint)
     if args.ray:
-        from flmr.distributed.cli import index_on_ray
+        from .ray import index_on_ray
 
         return index_on_ray(args, collection, image_root, checkpoint)
     started = time.perf_counter()
@@ -144,7 +144,7 @@ def run_search(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     """Start the HTTP search service (JSON API and search page) on one index."""
     if args.ray:
-        from flmr.distributed.cli import serve_on_ray
+        from .ray import serve_on_ray
 
         return serve_on_ray(args)
     uvicorn = require_extra("uvicorn", "serve", "`flmr serve`")

@@ -21,13 +21,13 @@ import sys
 from collections.abc import Callable
 
 from flmr import __version__
-from flmr.evaluation.cli import add_evaluate_command
 from flmr.search.filters import FilterError, MetadataFilter, parse_filter
-from flmr.training.cli import add_train_command
 
+from .evaluate import add_evaluate_command
 from .exit_codes import EXIT_BROKEN_PIPE, EXIT_CODES_HELP, EXIT_FAILURE, EXIT_INTERRUPTED
 from .loading import device_name, positive_int
 from .quiet import quiet_output
+from .train import add_train_command
 
 # Only argparse and light modules load before the command line is parsed: `--help`, `--version` and
 # usage errors answer at once, and each command imports torch and transformers when it runs.

@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .m2kr_data import M2KR_HUB_NAME
-from .metrics import DEFAULT_KS
-from .report import collect_results, write_report
+from flmr.data.m2kr import M2KR_HUB_NAME
+from flmr.evaluation.report import collect_results, write_report
+from flmr.search.metrics import DEFAULT_KS
+
+from .exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:  # the runner imports torch and transformers: only when evaluating
-    from .runner import EvaluationSettings
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+    from flmr.evaluation.runner import EvaluationSettings
 
 EXAMPLES = f"""\
 examples:
@@ -134,7 +134,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     if usage_error:
         print(f"flmr evaluate: error: {usage_error}", file=sys.stderr)
         return EXIT_USAGE
-    from .runner import evaluate_m2kr  # torch and transformers: only when evaluating
+    from flmr.evaluation.runner import evaluate_m2kr  # torch and transformers: only when evaluating
 
     try:
         settings = _settings(args)
@@ -174,7 +174,7 @@ def _usage_error(args: argparse.Namespace) -> str | None:
 
 
 def _settings(args: argparse.Namespace) -> EvaluationSettings:
-    from .runner import EvaluationSettings
+    from flmr.evaluation.runner import EvaluationSettings
 
     plaid = {
         "ncells": args.ncells,
