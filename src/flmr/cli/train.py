@@ -4,7 +4,6 @@ import argparse
 import sys
 
 from flmr.data.m2kr import M2KR_HUB_NAME
-
 from flmr.training.config import INSTRUCTION_MODES, LOGGERS, FinetuneConfig
 from flmr.training.data import TrainingData, load_training_data
 

@@ -21,15 +21,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from flmr.data.m2kr import PSEUDO_RECALL_TASKS, M2KRDataError, M2KRSplit, load_m2kr_split
 from flmr.encoding import QueryEncoder, model_fingerprint, same_encoder
 from flmr.index import Index
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import resolve_image_processor
 from flmr.retrieval import Retriever
 from flmr.search import ExactSearcher, PlaidSearcher
-
-from flmr.data.m2kr import PSEUDO_RECALL_TASKS, M2KRDataError, M2KRSplit, load_m2kr_split
 from flmr.search.metrics import DEFAULT_KS, mean_metrics, metric_name, pseudo_recall_at_ks, recall_at_ks
+
 from .queries import query_image, row_query_text
 from .report import write_report
 
