@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flmr.encoding import CollectionError, DocumentEncoder, model_fingerprint, read_collection
-from flmr.retrieval.retriever import stored_fields
+from flmr.index import stored_fields
 
 from .cluster import connect, default_cpus_per_worker, require_ray
 from .embeddings import EmbeddingParts, prepare_folder, write_part

@@ -19,7 +19,7 @@ from flmr.encoding import (
 )
 from flmr.encoding.layout import document_tokens
 from flmr.encoding.queries import ImageInput, build_query_text
-from flmr.index import DocumentChunk, Index, IndexExistsError, IndexWriter
+from flmr.index import DocumentChunk, Index, IndexExistsError, IndexWriter, stored_fields
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import load_image_processor
 from flmr.model.precision import apply_precision
@@ -54,17 +54,6 @@ def recorded_max_length(index: Index) -> int:
         layout = index.document(0).vector_layout or []
         recorded = next((block.get("max_length") for block in layout if block.get("kind") == "text"), None)
     return int(recorded or DEFAULT_MAX_LENGTH)
-
-
-def stored_fields(document: Document, layout: list[dict] | None = None) -> dict[str, Any]:
-    """What the index stores for ``document``; ``layout`` is its ``vector_layout`` (see [`vector_layout`])."""
-    return {
-        "id": document.id,
-        "text": document.text,
-        "image_path": document.image_path,
-        "metadata": document.metadata,
-        "vector_layout": layout,
-    }
 
 
 class Retriever:
