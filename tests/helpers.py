@@ -123,7 +123,7 @@ def build_preflmr_index(folder: Path):
     from flmr.retrieval import Retriever
 
     retriever = Retriever.from_pretrained(PREFLMR_TINY)
-    retriever.fingerprint["checkpoint"] = str(PREFLMR_TINY)
+    retriever.encoder_identity = retriever.encoder_identity.with_checkpoint(str(PREFLMR_TINY))
     images = folder / "images"
     images.mkdir(parents=True)
     front, back = images / "front.png", images / "back.jpg"

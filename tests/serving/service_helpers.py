@@ -46,7 +46,7 @@ def same_ranking(results: list[dict], expected: list[dict]) -> bool:
 
 def load_retriever() -> Retriever:
     retriever = Retriever.from_pretrained(FLMR_TINY)
-    retriever.fingerprint["checkpoint"] = str(FLMR_TINY)
+    retriever.encoder_identity = retriever.encoder_identity.with_checkpoint(str(FLMR_TINY))
     return retriever
 
 

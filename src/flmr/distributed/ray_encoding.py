@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from flmr.encoding import CollectionError, DocumentEncoder, model_fingerprint, read_collection
+from flmr.encoding import CollectionError, DocumentEncoder, encoder_identity, read_collection
 from flmr.index import stored_fields
 
 from .cluster import connect, default_cpus_per_worker, require_ray
@@ -177,8 +177,8 @@ class PartEncoder:
         torch.set_num_threads(threads)
         device = "cuda" if require_ray().get_gpu_ids() else "cpu"
         self.model = FLMRModelForRetrieval.from_pretrained(checkpoint).to(device).eval()
-        self.fingerprint = model_fingerprint(self.model)
-        self.fingerprint["checkpoint"] = checkpoint  # so that search and serve find the checkpoint again
+        # with the checkpoint's name in it, search and serve find the checkpoint again
+        self.encoder_identity = encoder_identity(self.model).with_checkpoint(checkpoint)
         self.output = output
         self.worker = f"{require_ray().util.get_node_ip_address()}:{os.getpid()}"
         self.image_root = image_root
@@ -213,7 +213,7 @@ class PartEncoder:
         vectors = self.encoder.encode(documents)
         stats = {"worker": self.worker, "started": started, "finished": time.time()}
         fields = [stored_fields(d) for d in documents]
-        write_part(self.output, positions, vectors, fields, self.fingerprint, stats)
+        write_part(self.output, positions, vectors, fields, self.encoder_identity, stats)
         return {
             "documents": np.array([len(documents)]),
             "vectors": np.array([sum(v.shape[0] for v in vectors)]),

@@ -21,6 +21,7 @@ from flmr.runtime import cpu_threads
 
 from .collection import Document
 from .errors import CollectionError
+from .identity import EncoderIdentity
 from .images import load_pixel_values
 from .layout import vector_layout
 
@@ -44,24 +45,25 @@ class EmbeddingChunk:
         return list(torch.split(self.embeddings, self.doclens.tolist()))
 
 
-def model_fingerprint(model: Any) -> dict[str, Any]:
-    """What identifies the encoder an index was built with.
-
-    ``digest`` hashes the architecture (the config, without where it was loaded from or in which dtype);
-    ``weight_signature`` holds the mean absolute value of every weight tensor, which a change of precision
-    barely moves and any training changes. [`same_encoder`] compares two fingerprints.
-    """
+def encoder_identity(model: Any) -> EncoderIdentity:
+    """The identity of ``model``'s checkpoint, recorded with the indexes it builds: its name, vector width,
+    architecture digest and weight signature (see [`EncoderIdentity`])."""
     config = _without_volatile_keys(model.config.to_dict())
-    return {
-        "checkpoint": str(getattr(model.config, "_name_or_path", "") or ""),
-        "dim": int(model.config.dim),
-        "digest": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:32],
-        "weight_signature": [
+    return EncoderIdentity(
+        checkpoint=str(getattr(model.config, "_name_or_path", "") or ""),
+        dim=int(model.config.dim),
+        digest=hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:32],
+        weight_signature=tuple(
             float(tensor.detach().float().abs().mean())
             for _, value in sorted(model.state_dict().items())
             for tensor in _weight_tensors(value)
-        ],
-    }
+        ),
+    )
+
+
+def model_fingerprint(model: Any) -> EncoderIdentity:
+    """[`encoder_identity`] under its earlier name."""
+    return encoder_identity(model)
 
 
 def _weight_tensors(value: Any) -> list[torch.Tensor]:
@@ -71,20 +73,6 @@ def _weight_tensors(value: Any) -> list[torch.Tensor]:
     if not isinstance(value, torch.Tensor):
         return []
     return [value.dequantize() if value.is_quantized else value]
-
-
-def same_encoder(built_with: dict[str, Any], current: dict[str, Any], tolerance: float = 5e-3) -> bool:
-    """Whether two fingerprints describe the same checkpoint (in any dtype, from any folder).
-
-    bfloat16 moves a signature entry by at most ~0.1% (measured on the tiny fixtures and MiniLM), so
-    entries must agree within ``tolerance`` (relative).
-    """
-    if built_with.get("digest") != current.get("digest"):
-        return False
-    stored, now = built_with.get("weight_signature") or [], current.get("weight_signature") or []
-    return len(stored) == len(now) and all(
-        abs(a - b) <= tolerance * max(abs(a), 1e-6) for a, b in zip(stored, now, strict=True)
-    )
 
 
 def _without_volatile_keys(values: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +168,7 @@ class DocumentEncoder:
     def _resume_record(self, directory: Path, chunk_size: int) -> dict[str, Any]:
         """The folder's record of settings and chunk digests; a new one if the folder has none."""
         settings = {
-            "encoder": model_fingerprint(self.model),
+            "encoder": encoder_identity(self.model).to_json(),
             "chunk_size": chunk_size,
             "max_length": self.max_length,
             "storage_dtype": str(self.storage_dtype),

@@ -12,10 +12,10 @@ import torch
 from flmr.encoding import (
     Document,
     DocumentEncoder,
+    EncoderIdentity,
     QueryEncoder,
-    model_fingerprint,
+    encoder_identity,
     read_collection,
-    same_encoder,
 )
 from flmr.encoding.layout import document_tokens
 from flmr.encoding.queries import ImageInput, build_query_text
@@ -86,12 +86,17 @@ class Retriever:
         batch_size: int = 32,
         precision: str = "float32",
     ):
-        # The fingerprint is the checkpoint's, taken before any change of precision.
-        self.fingerprint = model_fingerprint(model)
+        # The identity is the checkpoint's, taken before any change of precision.
+        self.encoder_identity = encoder_identity(model)
         self.model = apply_precision(model.to(device), precision, device)
         self.device = device
         self.batch_size = batch_size
         self._image_processor = image_processor
+
+    @property
+    def fingerprint(self) -> EncoderIdentity:
+        """[`encoder_identity`] under its earlier name."""
+        return self.encoder_identity
 
     @classmethod
     def from_pretrained(
@@ -133,7 +138,9 @@ class Retriever:
         writer = IndexWriter(nbits=nbits, device=self.device, show_progress=show_progress, **writer_settings)
         chunks = self._encoded_chunks(documents, chunk_dir, max_length, show_progress)
         encoding = {"max_length": max_length, "storage_dtype": STORAGE_DTYPE}
-        index = writer.write(path, chunks, encoder=self.fingerprint, encoding=encoding, overwrite=overwrite)
+        index = writer.write(
+            path, chunks, encoder=self.encoder_identity, encoding=encoding, overwrite=overwrite
+        )
         shutil.rmtree(chunk_dir, ignore_errors=True)
         return index
 
@@ -391,12 +398,10 @@ class Retriever:
             index.refresh_if_due()
         else:
             index = Index.load(index)
-        built_with = index.encoder
-        if built_with.get("digest") and not same_encoder(built_with, self.fingerprint):
+        if not index.encoder.compatible_with(self.encoder_identity):
             raise EncoderMismatchError(
-                f"the index at {index.path} was built with another checkpoint "
-                f"({built_with.get('checkpoint') or 'unnamed'}, digest {built_with['digest']}) than this retriever's "
-                f"({self.fingerprint['checkpoint'] or 'unnamed'}, digest {self.fingerprint['digest']}): "
+                f"the index at {index.path} was built with another checkpoint ({index.encoder.describe()}) "
+                f"than this retriever's ({self.encoder_identity.describe()}): "
                 "re-index with this checkpoint or search with the one that built it"
             )
         return index

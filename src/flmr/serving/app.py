@@ -4,7 +4,7 @@ Example:
     >>> from flmr.index import Index
     >>> from flmr.retrieval import Retriever
     >>> index = Index.load("my_index")
-    >>> app = create_app(Retriever.from_pretrained(index.encoder["checkpoint"]), index)
+    >>> app = create_app(Retriever.from_pretrained(index.encoder.checkpoint), index)
     >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
 
 Endpoints (all under ``/api`` except the page; ``/openapi.json`` and ``/docs`` describe them):
@@ -438,7 +438,7 @@ def _add_status_routes(app: FastAPI, service: _Service) -> None:
     async def info() -> schemas.ServiceInfo:
         """The index searched, the input limits and batching statistics."""
         index, settings, batcher = service.engine.index, service.settings, service.batcher
-        checkpoint = index.encoder.get("checkpoint")
+        checkpoint = index.encoder.checkpoint
         token = service.engine.retriever.model.config.mask_instruction_token
         return schemas.ServiceInfo(
             index=index.path.name,
