@@ -143,5 +143,5 @@ def build_preflmr_index(folder: Path):
             "metadata": {"year": 2001, "tags": ["photo"]},
         },
     ]
-    index = retriever.index(rows, folder / "index", nbits=2, show_progress=False, max_length=64)
+    index = retriever.index(rows, folder / "index", nbits=2, show_progress=False, doc_maxlen=64)
     return retriever, index, images

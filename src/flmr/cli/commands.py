@@ -48,7 +48,7 @@ def run_index(args: argparse.Namespace) -> int:
             nbits=args.nbits,
             overwrite=args.overwrite,
             image_root=image_root,
-            max_length=args.max_length,
+            doc_maxlen=args.doc_maxlen,
             show_progress=not args.quiet,
         )
     except BaseException:
@@ -157,7 +157,7 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = ServiceSettings(
         max_k=args.max_k,
         default_k=min(10, args.max_k),
-        batch_max_size=args.max_batch_size,
+        max_batch_size=args.max_batch_size,
         batch_wait_ms=args.batch_wait_ms,
         image_root=Path(args.image_root).resolve() if args.image_root else None,
         exact=args.exact,

@@ -40,7 +40,7 @@ def index_on_ray(args: argparse.Namespace, collection: Any, image_root: Path | N
             workers=args.workers,
             gpus_per_worker=args.gpus_per_worker,
             batch_size=args.batch_size,
-            max_length=args.max_length,
+            doc_maxlen=args.doc_maxlen,
             image_root=image_root,
             show_progress=not args.quiet,
         )

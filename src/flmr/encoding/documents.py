@@ -16,7 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from flmr._deprecation import renamed_keywords, warn_renamed
 from flmr.model.modeling_flmr import encoding_work
+from flmr.model.tokenization_flmr import DEFAULT_DOC_MAXLEN
 from flmr.runtime import cpu_threads
 
 from .collection import Document
@@ -83,13 +85,15 @@ def _without_volatile_keys(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@renamed_keywords(max_length="doc_maxlen")
 class DocumentEncoder:
     r"""Encode documents with an FLMR model into per-document vectors (only the unmasked ones).
 
     Args:
         model: an [`FLMRModelForRetrieval`] with its context tokenizer.
         batch_size: most documents per forward pass.
-        max_length: token limit of a document (the tokenizer's ``doc_maxlen`` also applies).
+        doc_maxlen: token limit of a document (the tokenizer's own ``doc_maxlen`` also applies);
+            ``max_length``, its earlier name, still works, with a ``DeprecationWarning``.
         max_batch_tokens: most padded text tokens per forward pass, so that batches of long documents
             are smaller: on a CPU, a 32 x 512 batch runs far slower per token than 4 x 512 (its
             attention scores overflow the caches). Default: 2048 when the model is on a CPU, no limit
@@ -109,7 +113,7 @@ class DocumentEncoder:
         self,
         model: Any,
         batch_size: int = 32,
-        max_length: int = 512,
+        doc_maxlen: int = DEFAULT_DOC_MAXLEN,
         image_processor: Any = None,
         storage_dtype: torch.dtype = torch.float16,
         image_workers: int = 2,
@@ -120,11 +124,17 @@ class DocumentEncoder:
         self.batch_size = batch_size
         on_cpu = next(model.parameters()).device.type == "cpu"
         self.max_batch_tokens = max_batch_tokens or (CPU_MAX_BATCH_TOKENS if on_cpu else None)
-        self.max_length = max_length
+        self.doc_maxlen = doc_maxlen
         self.image_processor = image_processor
         self.storage_dtype = storage_dtype
         self.image_workers = image_workers
         self.show_progress = show_progress
+
+    @property
+    def max_length(self) -> int:
+        """``doc_maxlen`` under its earlier name (deprecated)."""
+        warn_renamed("DocumentEncoder", "max_length", "doc_maxlen")
+        return self.doc_maxlen
 
     def encode(self, documents: list[Document]) -> list[torch.Tensor]:
         """Vectors of every document, in the collection's order."""
@@ -170,7 +180,7 @@ class DocumentEncoder:
         settings = {
             "encoder": encoder_identity(self.model).to_json(),
             "chunk_size": chunk_size,
-            "max_length": self.max_length,
+            "max_length": self.doc_maxlen,  # the key chunk folders have always recorded
             "storage_dtype": str(self.storage_dtype),
         }
         manifest = directory / CHUNK_MANIFEST
@@ -217,12 +227,12 @@ class DocumentEncoder:
         return batches
 
     def _token_counts(self, documents: list[Document]) -> list[int]:
-        """Tokens of each document's text as the model will see it (truncated to ``max_length``)."""
+        """Tokens of each document's text as the model will see it (truncated to ``doc_maxlen``)."""
         counts: list[int] = []
         for start in range(0, len(documents), _COUNTING_SLICE):
             texts = [d.text for d in documents[start : start + _COUNTING_SLICE]]
             encoding = self.model.context_tokenizer(
-                texts, padding="longest", truncation="longest_first", max_length=self.max_length
+                texts, padding="longest", truncation="longest_first", max_length=self.doc_maxlen
             )
             counts += encoding["attention_mask"].sum(dim=1).tolist()
         return counts
@@ -246,7 +256,7 @@ class DocumentEncoder:
 
     def layout(self, document: Document, num_vectors: int) -> list[dict]:
         """Where each of ``document``'s ``num_vectors`` encoded vectors comes from (see [`vector_layout`])."""
-        return vector_layout(document, num_vectors, self.image_block, self.max_length)
+        return vector_layout(document, num_vectors, self.image_block, self.doc_maxlen)
 
     @torch.inference_mode()
     def _encode_batch(self, batch: list[Document], pixel_values: torch.Tensor | None) -> list[torch.Tensor]:
@@ -256,7 +266,7 @@ class DocumentEncoder:
         encoded on its own through the same vision path, so each block is what ``doc()`` would give it.
         """
         encoding = self.model.context_tokenizer(
-            [d.text for d in batch], padding="longest", truncation="longest_first", max_length=self.max_length
+            [d.text for d in batch], padding="longest", truncation="longest_first", max_length=self.doc_maxlen
         )
         # The whole batch, its glue included, runs with the threads its forward passes are sized to.
         with cpu_threads(encoding_work(self.model, encoding["input_ids"], pixel_values)):

@@ -325,7 +325,7 @@ def _passage_index(
         nbits=settings.nbits,
         overwrite=True,
         image_root=image_root,
-        max_length=settings.doc_maxlen,
+        doc_maxlen=settings.doc_maxlen,
         show_progress=show_progress,
     )
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from flmr._deprecation import renamed_keywords
 from flmr.encoding import (
     Document,
     DocumentEncoder,
@@ -23,12 +24,12 @@ from flmr.index import DocumentChunk, Index, IndexExistsError, IndexWriter, stor
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import load_image_processor
 from flmr.model.precision import apply_precision
+from flmr.model.tokenization_flmr import DEFAULT_DOC_MAXLEN
 from flmr.search import ExactSearcher, Explanation, PlaidSearcher, SearchHit, explain_document
 from flmr.search.filters import MetadataFilter
 from flmr.search.hybrid import Fusion, HybridSearcher
 
 ENCODING_CHUNK_SIZE = 10_000
-DEFAULT_MAX_LENGTH = 512
 STORAGE_DTYPE = "float16"  # DocumentEncoder's storage dtype, recorded with the index
 
 
@@ -43,7 +44,7 @@ class EncoderMismatchError(ValueError):
     """An index was built with another checkpoint than the one that encodes the queries."""
 
 
-def recorded_max_length(index: Index) -> int:
+def recorded_doc_maxlen(index: Index) -> int:
     """The token limit the index's documents were encoded with.
 
     Read from the index's encoding record; an index built before it existed is asked through the
@@ -53,7 +54,7 @@ def recorded_max_length(index: Index) -> int:
     if recorded is None and index.num_documents:
         layout = index.document(0).vector_layout or []
         recorded = next((block.get("max_length") for block in layout if block.get("kind") == "text"), None)
-    return int(recorded or DEFAULT_MAX_LENGTH)
+    return int(recorded or DEFAULT_DOC_MAXLEN)
 
 
 class Retriever:
@@ -114,6 +115,7 @@ class Retriever:
     # -------------------------------------------------------------------------------------------
     # indexing
     # -------------------------------------------------------------------------------------------
+    @renamed_keywords(max_length="doc_maxlen")
     def index(
         self,
         collection: Any,
@@ -121,14 +123,15 @@ class Retriever:
         nbits: int = 2,
         overwrite: bool = False,
         image_root: str | os.PathLike | None = None,
-        max_length: int = DEFAULT_MAX_LENGTH,
+        doc_maxlen: int = DEFAULT_DOC_MAXLEN,
         show_progress: bool = True,
         **writer_settings: Any,
     ) -> Index:
         """Encode ``collection`` (see [`read_collection`]) and build a compressed index at ``path``.
 
-        Encoded chunks are kept in ``<path>.chunks/`` until the index is written, so an interrupted
-        run resumes where it stopped when called again.
+        ``doc_maxlen`` is the token limit of a document (``max_length``, its earlier name, still works,
+        with a ``DeprecationWarning``). Encoded chunks are kept in ``<path>.chunks/`` until the index is
+        written, so an interrupted run resumes where it stopped when called again.
         """
         path = Path(path)
         if path.exists() and not overwrite:
@@ -136,8 +139,8 @@ class Retriever:
         documents = read_collection(collection, image_root)
         chunk_dir = encoding_chunks_folder(path)
         writer = IndexWriter(nbits=nbits, device=self.device, show_progress=show_progress, **writer_settings)
-        chunks = self._encoded_chunks(documents, chunk_dir, max_length, show_progress)
-        encoding = {"max_length": max_length, "storage_dtype": STORAGE_DTYPE}
+        chunks = self._encoded_chunks(documents, chunk_dir, doc_maxlen, show_progress)
+        encoding = {"max_length": doc_maxlen, "storage_dtype": STORAGE_DTYPE}  # the keys indexes record
         index = writer.write(
             path, chunks, encoder=self.encoder_identity, encoding=encoding, overwrite=overwrite
         )
@@ -147,7 +150,7 @@ class Retriever:
     def add(self, index: Index | str | os.PathLike, collection: Any, image_root: str | None = None) -> range:
         """Encode and append documents to an existing index; returns their pids.
 
-        Documents are encoded as the index's were (its recorded ``max_length``). Raises
+        Documents are encoded as the index's were (its recorded ``doc_maxlen``). Raises
         ``DuplicateIdError`` naming an id the index already has (see [`upsert`]).
         """
         return self._add(index, collection, image_root, replace=False)
@@ -163,7 +166,7 @@ class Retriever:
     ) -> range:
         index = self._open(index)
         documents = read_collection(collection, image_root)
-        encoder = self._document_encoder(recorded_max_length(index), show_progress=False)
+        encoder = self._document_encoder(recorded_doc_maxlen(index), show_progress=False)
         vectors = encoder.encode(documents)
         fields = [
             stored_fields(d, encoder.layout(d, v.shape[0])) for d, v in zip(documents, vectors, strict=True)
@@ -172,9 +175,9 @@ class Retriever:
         return write(vectors, documents=fields, device=self.device)
 
     def _encoded_chunks(
-        self, documents: list[Document], chunk_dir: Path, max_length: int, show_progress: bool
+        self, documents: list[Document], chunk_dir: Path, doc_maxlen: int, show_progress: bool
     ) -> Iterator[DocumentChunk]:
-        encoder = self._document_encoder(max_length, show_progress)
+        encoder = self._document_encoder(doc_maxlen, show_progress)
         for chunk in encoder.encode_to_chunks(documents, chunk_dir, ENCODING_CHUNK_SIZE):
             chunk_documents = documents[chunk.first_document : chunk.first_document + len(chunk.doclens)]
             fields = [
@@ -183,11 +186,11 @@ class Retriever:
             ]
             yield DocumentChunk(chunk.embeddings, chunk.doclens, fields)
 
-    def _document_encoder(self, max_length: int, show_progress: bool) -> DocumentEncoder:
+    def _document_encoder(self, doc_maxlen: int, show_progress: bool) -> DocumentEncoder:
         return DocumentEncoder(
             self.model,
             batch_size=self.batch_size,
-            max_length=max_length,
+            doc_maxlen=doc_maxlen,
             image_processor=_LazyProcessor(self),
             show_progress=show_progress,
         )

@@ -79,7 +79,7 @@ def create_app(retriever: Retriever, index: Index, settings: ServiceSettings | N
     """The search service for ``index``, whose queries ``retriever`` encodes.
 
     The model is warmed up (and checked against the index) when the app starts; requests that
-    arrive together are encoded in batches of up to ``settings.batch_max_size`` queries.
+    arrive together are encoded in batches of up to ``settings.max_batch_size`` queries.
     """
     settings = settings or ServiceSettings()
     service = _Service(SearchEngine(retriever, index, settings), settings)
@@ -120,7 +120,7 @@ class _Service:
         self.settings = settings
         self.batcher: DynamicBatcher[SearchQuery, list[SearchHit]] = DynamicBatcher(
             engine.search_batch,
-            max_batch_size=settings.batch_max_size,
+            max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.batch_wait_ms,
             request_errors=(InputError,),
         )
