@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flmr.encoding import same_encoder
 from flmr.index.storage import StoredDocument
 from flmr.search.results import SearchHit
 from flmr.search.settings import search_settings
@@ -80,7 +79,7 @@ def build_application(
     from flmr.serving.inputs import InputError, check_query, decode_base64_image
 
     loaded = load_shards(shards)
-    checkpoint = checkpoint or loaded[0].encoder.get("checkpoint")
+    checkpoint = checkpoint or loaded[0].encoder.checkpoint
     if not checkpoint:
         raise ValueError(f"the index at {shards} does not record its checkpoint: pass one")
     settings = settings or ServiceSettings()
@@ -101,8 +100,7 @@ def build_application(
             self.offsets = shard_offsets([shard.num_documents for shard in self.shards])
             self.retriever = Retriever.from_pretrained(checkpoint, device="cuda" if router_gpus else "cpu")
             for shard in self.shards:
-                built_with = shard.encoder
-                if built_with.get("digest") and not same_encoder(built_with, self.retriever.fingerprint):
+                if not shard.encoder.compatible_with(self.retriever.encoder_identity):
                     raise EncoderMismatchError(f"the shard at {shard.path} was built with another checkpoint")
 
         async def answer(self, queries: list[tuple[str, int, Any]]) -> list[schemas.SearchResponse]:

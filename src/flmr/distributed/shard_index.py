@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from flmr.encoding.identity import EncoderIdentity
 from flmr.index import (
     Index,
     IndexWriter,
@@ -143,7 +143,9 @@ def build_sharded_index(
             publish_build_folder(single, destination, overwrite, (MANIFEST_NAME, SHARDS_MANIFEST))
             discard_build_folder(folder)
         else:
-            write_shards_manifest(folder, names, encoder=encoder, nbits=nbits, stores_vectors=store_vectors)
+            write_shards_manifest(
+                folder, names, encoder=encoder.to_json(), nbits=nbits, stores_vectors=store_vectors
+            )
             publish_build_folder(folder, destination, overwrite, (MANIFEST_NAME, SHARDS_MANIFEST))
     except BaseException:
         discard_build_folder(folder)
@@ -160,7 +162,7 @@ def write_shard(
     nbits: int,
     seed: int,
     store_vectors: bool,
-    encoder: dict[str, Any],
+    encoder: EncoderIdentity,
 ) -> int:
     """Compress documents ``start..stop-1`` of ``embeddings`` with ``codec`` into the index ``folder``.
 

@@ -21,7 +21,7 @@ _EXPORTS = {
             "load_m2kr_config",
             "load_m2kr_split",
         ),
-        ".m2kr_data",
+        "flmr.data.m2kr",
     ),
     **dict.fromkeys(
         (
@@ -32,7 +32,7 @@ _EXPORTS = {
             "pseudo_recall_at_ks",
             "recall_at_ks",
         ),
-        ".metrics",
+        "flmr.search.metrics",
     ),
     **dict.fromkeys(
         (

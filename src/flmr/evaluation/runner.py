@@ -21,16 +21,16 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from flmr.encoding import QueryEncoder, model_fingerprint, same_encoder
+from flmr.data.m2kr import PSEUDO_RECALL_TASKS, M2KRDataError, M2KRSplit, load_m2kr_split
+from flmr.encoding import QueryEncoder, encoder_identity
 from flmr.index import Index
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import resolve_image_processor
 from flmr.retrieval import Retriever
 from flmr.search import Searcher, build_searcher
+from flmr.search.metrics import DEFAULT_KS, mean_metrics, metric_name, pseudo_recall_at_ks, recall_at_ks
 from flmr.search.settings import PlaidSettings, SearchSettings
 
-from .m2kr_data import PSEUDO_RECALL_TASKS, M2KRDataError, M2KRSplit, load_m2kr_split
-from .metrics import DEFAULT_KS, mean_metrics, metric_name, pseudo_recall_at_ks, recall_at_ks
 from .queries import query_image, row_query_text
 from .report import write_report
 
@@ -263,7 +263,7 @@ def _run_state(
         "task": data.task,
         "split": data.split,
         "model": model_name,
-        "encoder_digest": model_fingerprint(model)["digest"],
+        "encoder_digest": encoder_identity(model).digest,
         "num_queries": num_queries,
         "num_passages": len(data.passages),
         "ks": list(settings.ks),
@@ -328,7 +328,7 @@ def _passage_index(
     path = root / f"{data.task}_{data.split}_passages.nbits={settings.nbits}"
     if path.is_dir() and not settings.reindex:
         index = Index.load(path)
-        if not same_encoder(index.encoder, model_fingerprint(model)):
+        if not index.encoder.same_as(encoder_identity(model)):
             raise EvaluationStateError(
                 f"the index at {path} was built with another checkpoint; rebuild it (reindex) or use another folder"
             )
@@ -342,7 +342,7 @@ def _passage_index(
         nbits=settings.nbits,
         overwrite=True,
         image_root=image_root,
-        max_length=settings.doc_maxlen,
+        doc_maxlen=settings.doc_maxlen,
         show_progress=show_progress,
     )
 

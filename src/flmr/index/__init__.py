@@ -12,7 +12,7 @@ from flmr.index.errors import DuplicateIdError, IndexExistsError, IndexFormatErr
 from flmr.index.index import Index
 from flmr.index.inputs import DocumentChunk, iter_chunks
 from flmr.index.kmeans import CentroidAssigner, default_num_partitions, train_centroids
-from flmr.index.storage import StoredDocument
+from flmr.index.storage import StoredDocument, stored_fields
 from flmr.index.verify import VerifyReport, verify_index
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "VerifyReport",
     "default_num_partitions",
     "iter_chunks",
+    "stored_fields",
     "train_centroids",
     "train_codec",
     "verify_index",

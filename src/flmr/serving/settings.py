@@ -4,11 +4,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flmr._deprecation import renamed_keywords, warn_renamed
 from flmr.search.settings import SearchSettings, search_settings
 
 MEBIBYTE = 1024 * 1024
 
 
+@renamed_keywords(batch_max_size="max_batch_size")
 @dataclass(frozen=True)
 class ServiceSettings:
     """What the search service accepts and how it batches queries.
@@ -28,7 +30,8 @@ class ServiceSettings:
         request_body_timeout_s: a request whose body has not fully arrived after this long gets 408.
         keep_alive_timeout_s: idle keep-alive connections are closed after this long (uvicorn).
         max_connections: connections served at once; more get 503 (uvicorn's ``limit_concurrency``).
-        batch_max_size: most queries encoded in one forward pass.
+        max_batch_size: most queries encoded in one forward pass (``batch_max_size``, its earlier
+            name, still works, with a ``DeprecationWarning``).
         batch_wait_ms: how long the first query of a batch waits for others to join it.
         image_root: when set, document images are served only from inside this folder.
         search: how the index is searched (see [`SearchSettings`]: exact or PLAID and its knobs);
@@ -59,7 +62,7 @@ class ServiceSettings:
     request_body_timeout_s: float = 10.0
     keep_alive_timeout_s: int = 5
     max_connections: int = 256
-    batch_max_size: int = 32
+    max_batch_size: int = 32
     batch_wait_ms: float = 5.0
     image_root: Path | None = None
     search: SearchSettings = field(default_factory=SearchSettings)
@@ -91,11 +94,17 @@ class ServiceSettings:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.request_body_timeout_s <= 0:
             raise ValueError(f"request_body_timeout_s must be positive, got {self.request_body_timeout_s}")
-        if self.batch_max_size < 1 or self.batch_wait_ms < 0:
+        if self.max_batch_size < 1 or self.batch_wait_ms < 0:
             raise ValueError(
-                f"batch_max_size must be positive and batch_wait_ms not negative, got "
-                f"{self.batch_max_size} and {self.batch_wait_ms}"
+                f"max_batch_size must be positive and batch_wait_ms not negative, got "
+                f"{self.max_batch_size} and {self.batch_wait_ms}"
             )
+
+    @property
+    def batch_max_size(self) -> int:
+        """``max_batch_size`` under its earlier name (deprecated)."""
+        warn_renamed("ServiceSettings", "batch_max_size", "max_batch_size", stacklevel=3)
+        return self.max_batch_size
 
     def server_options(self) -> dict[str, Any]:
         """uvicorn's connection limits for this service (keyword arguments of ``uvicorn.run``/``Config``).

@@ -91,7 +91,7 @@ def index_custom_collection(
         nbits=nbits,
         overwrite=overwrite,
         image_root=image_root,
-        max_length=doc_maxlen,
+        doc_maxlen=doc_maxlen,
     )
     return path
 

@@ -8,16 +8,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flmr.cli.search_options import add_search_options, search_settings_from_args
+from flmr.data.m2kr import M2KR_HUB_NAME
+from flmr.evaluation.report import collect_results, write_report
+from flmr.search.metrics import DEFAULT_KS
 
-from .m2kr_data import M2KR_HUB_NAME
-from .metrics import DEFAULT_KS
-from .report import collect_results, write_report
+from .exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from .search_options import add_search_options, search_settings_from_args
 
 if TYPE_CHECKING:  # the runner imports torch and transformers: only when evaluating
-    from .runner import EvaluationSettings
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+    from flmr.evaluation.runner import EvaluationSettings
 
 EXAMPLES = f"""\
 examples:
@@ -130,7 +129,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     if usage_error:
         print(f"flmr evaluate: error: {usage_error}", file=sys.stderr)
         return EXIT_USAGE
-    from .runner import evaluate_m2kr  # torch and transformers: only when evaluating
+    from flmr.evaluation.runner import evaluate_m2kr  # torch and transformers: only when evaluating
 
     try:
         settings = _settings(args)
@@ -170,7 +169,7 @@ def _usage_error(args: argparse.Namespace) -> str | None:
 
 
 def _settings(args: argparse.Namespace) -> EvaluationSettings:
-    from .runner import EvaluationSettings, original_search_settings
+    from flmr.evaluation.runner import EvaluationSettings, original_search_settings
 
     search = search_settings_from_args(args, original_search_settings(max(args.ks)))
     return EvaluationSettings(
