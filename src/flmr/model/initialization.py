@@ -26,9 +26,9 @@ def retriever_from_text_encoder(
         seed: seed of the random initialisation of the new layers.
         config_fields: further [`FLMRConfig`] fields.
 
-    Example:
-        >>> model = retriever_from_text_encoder("path/to/bert-base-uncased", dim=128)
-        >>> model.save_pretrained("my_flmr")
+    Example (not run by the tests: it needs bert-base-uncased from the model hub):
+        >>> model = retriever_from_text_encoder("google-bert/bert-base-uncased", dim=128)  # doctest: +SKIP
+        >>> model.save_pretrained("my_flmr")  # doctest: +SKIP
     """
     path = str(text_encoder_path)
     backbone_config = AutoConfig.from_pretrained(path)

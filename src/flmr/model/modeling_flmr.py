@@ -280,13 +280,17 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
     When ``separate_query_and_context_*`` is false (all published checkpoints), queries and documents
     share one module: ``query_text_encoder`` is ``context_text_encoder`` and so on.
 
-    Example:
-        >>> model = FLMRModelForRetrieval.from_pretrained("LinWeizheDragon/PreFLMR_ViT-L")
+    Example (``"my_checkpoint"`` is a tiny one, 32x32-pixel images; a published one is loaded by its
+    hub name, e.g. ``"LinWeizheDragon/PreFLMR_ViT-L"``):
+        >>> model = FLMRModelForRetrieval.from_pretrained("my_checkpoint")
         >>> q = model.query_tokenizer(["Question: what is this building?"])
-        >>> Q = model.query(**q, pixel_values=torch.zeros(1, 3, 224, 224)).late_interaction_output
-        >>> d = model.context_tokenizer(["The Eiffel Tower is in Paris."])
+        >>> Q = model.query(**q, pixel_values=torch.zeros(1, 3, 32, 32)).late_interaction_output
+        >>> Q.shape  # (batch, query_maxlen + image vectors, dim)
+        torch.Size([1, 36, 16])
+        >>> d = model.context_tokenizer(["The Eiffel Tower is in Paris."], max_length=16)
         >>> out = model.doc(**d)
-        >>> model.score(Q, out.late_interaction_output, out.context_mask)  # shape (1,)
+        >>> model.score(Q, out.late_interaction_output, out.context_mask).shape
+        torch.Size([1])
     """
 
     _SHARED_QUERY_MODULES = {
@@ -794,7 +798,8 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         ``output_loading_info``, ``attn_implementation``, ...).
 
         Example:
-            >>> model = FLMRModelForRetrieval.from_pretrained("path/to/PreFLMR_ViT-B", dtype=torch.bfloat16)
+            >>> FLMRModelForRetrieval.from_pretrained("my_checkpoint", dtype=torch.bfloat16).dtype
+            torch.bfloat16
         """
         path = str(pretrained_model_name_or_path)
         hub_kwargs = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
@@ -849,7 +854,9 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         [`load_image_processor`]), so that the folder loads without the network.
 
         Example:
-            >>> model.save_pretrained("my_flmr")  # then FLMRModelForRetrieval.from_pretrained("my_flmr")
+            >>> model.save_pretrained("my_flmr")
+            >>> FLMRModelForRetrieval.from_pretrained("my_flmr").config.dim
+            16
         """
         state_dict = kwargs.pop("state_dict", None) or self.state_dict()
         super().save_pretrained(

@@ -11,8 +11,11 @@ dtype you want). float32 stays the default: neither variant keeps the top-10 of 
 benchmark at >= 0.99 (bfloat16 0.978, int8 0.55; ``benchmarks/encode.py --precision-agreement``).
 
 Example:
-    >>> model = apply_precision(FLMRModelForRetrieval.from_pretrained("my_checkpoint"), "int8")  # doctest: +SKIP
-    >>> resolve_precision("auto", "cpu")  # on a CPU without AMX / AVX-512 BF16
+    >>> from flmr import FLMRModelForRetrieval
+    >>> model = apply_precision(FLMRModelForRetrieval.from_pretrained("my_checkpoint"), "int8")
+    >>> model.context_text_encoder.text_model.encoder.layer[0].attention.self.query
+    DynamicQuantizedLinear(in_features=24, out_features=24, dtype=torch.qint8, qscheme=torch.per_tensor_affine)
+    >>> resolve_precision("auto", "cpu", flags=frozenset({"avx2"}))  # a CPU without AMX / AVX-512 BF16
     'float32'
 """
 

@@ -5,8 +5,9 @@ tests use them. The tokenizers are the published checkpoints' own (bert-base-unc
 in ``flmr.data``), so texts tokenize exactly as they do for ``LinWeizheDragon/PreFLMR_ViT-B``.
 
 Example:
-    >>> path = write_tiny_checkpoint("/tmp/flmr-tiny")  # doctest: +SKIP
-    >>> model = FLMRModelForRetrieval.from_pretrained(path)  # doctest: +SKIP
+    >>> path = write_tiny_checkpoint("flmr-tiny")
+    >>> FLMRModelForRetrieval.from_pretrained(path).config.dim
+    16
 
 On the command line: ``flmr tiny-checkpoint /tmp/flmr-tiny [--style preflmr]``.
 """

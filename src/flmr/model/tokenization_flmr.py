@@ -54,7 +54,7 @@ class FLMRContextEncoderTokenizer(_MarkedBertTokenizer):
         text_config: accepted for compatibility with later versions of the original; unused.
 
     Example:
-        >>> tok = FLMRContextEncoderTokenizer.from_pretrained(path, subfolder="context_tokenizer")
+        >>> tok = FLMRContextEncoderTokenizer.from_pretrained("my_checkpoint", subfolder="context_tokenizer")
         >>> enc = tok(["Paris is the capital of France."], max_length=16)
         >>> enc["input_ids"].shape
         torch.Size([1, 16])
@@ -100,7 +100,7 @@ class FLMRQueryEncoderTokenizer(_MarkedBertTokenizer):
             configuration does not set one.
 
     Example:
-        >>> tok = FLMRQueryEncoderTokenizer.from_pretrained(path, subfolder="query_tokenizer")
+        >>> tok = FLMRQueryEncoderTokenizer.from_pretrained("my_checkpoint", subfolder="query_tokenizer")
         >>> enc = tok(["What is the capital of France?"])
         >>> enc["input_ids"].shape
         torch.Size([1, 32])
