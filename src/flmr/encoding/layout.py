@@ -95,8 +95,8 @@ def document_tokens(
     ``"vector i"``.
 
     Example:
-        >>> tokens = document_tokens("Red car.", None, 5, tokenizer)  # doctest: +SKIP
-        >>> [t.label for t in tokens]  # doctest: +SKIP
+        >>> tokens = document_tokens("Red car.", None, 5, model.context_tokenizer)
+        >>> [t.label for t in tokens]
         ['[CLS]', '[D]', 'red', 'car', '[SEP]']
     """
     if layout is None:
