@@ -89,9 +89,15 @@ class ContrastiveCollator:
             validation batch is the same every time.
 
     Example:
-        >>> collate = ContrastiveCollator(model, processor, pool, num_negative_examples=4)
-        >>> batch = collate(examples[:8])
-        >>> model(**batch, num_negative_examples=4).loss
+        >>> from flmr.training import ContrastiveExample, Passage
+        >>> pool = [Passage(d.id, d.text) for d in docs]  # 8 sample documents
+        >>> examples = [ContrastiveExample(f"what is {p.id}?", positives=[p]) for p in pool]
+        >>> collate = ContrastiveCollator(model, processor, pool, num_negative_examples=2)
+        >>> batch = collate(examples[:4])
+        >>> batch["query_input_ids"].shape, batch["context_input_ids"].shape[0]  # 4 queries, 4 x (1 + 2) passages
+        (torch.Size([4, 32]), 12)
+        >>> model(**batch, num_negative_examples=2).loss.shape
+        torch.Size([])
     """
 
     def __init__(
