@@ -10,6 +10,10 @@ checkpoint) and ``my_checkpoint`` (the tiny checkpoint), and sees these names:
 - ``Q`` / ``query_embeddings``: (2, 32, 16) vectors of the first two ``SAMPLE_QUERIES``;
 - ``docs``, ``doc_embeddings``: the first 8 sample documents and their (n_tokens, 16) vectors.
 
+The examples of ``flmr.evaluation`` also find ``m2kr_local``: an M2KR-layout folder (parquet) with one
+task, ``EVQA``, whose ``test`` split asks ``what is <package>?`` for the first 8 sample documents
+against a corpus of the first 20 (``test_passages``).
+
 The tiny model's rankings mean nothing, so examples show shapes, types and invariants of what it
 computes, never a claimed ranking.
 """
@@ -48,7 +52,8 @@ collect_ignore = [
     )
 ]
 
-SAMPLE_DOCS = 8  # documents in ``docs`` / ``doc_embeddings``
+SAMPLE_DOCS = 8  # documents in ``docs`` / ``doc_embeddings``, queries of ``m2kr_local``
+M2KR_PASSAGES = 20  # the corpus of ``m2kr_local``
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +88,35 @@ def _doctest_world(tmp_path_factory) -> dict:
     }
 
 
+@pytest.fixture(scope="session")
+def _doctest_m2kr(tmp_path_factory) -> Path:
+    """``m2kr_local``: the M2KR parquet layout (see flmr.evaluation.m2kr_data) of a toy EVQA task."""
+    import pyarrow
+    import pyarrow.parquet
+
+    from flmr.data import SAMPLE_COLLECTION
+    from flmr.encoding import read_collection
+
+    documents = read_collection(SAMPLE_COLLECTION)[:M2KR_PASSAGES]
+    queries = [
+        {
+            "question_id": f"q{i}",
+            "question": f"what is {d.id}?",
+            "img_path": None,
+            "pos_item_ids": [d.id],
+            "instruction": "Using the provided image, obtain documents that address the subsequent question",
+            "answers": [d.id],
+        }
+        for i, d in enumerate(documents[:SAMPLE_DOCS])
+    ]
+    passages = [{"passage_id": d.id, "passage_content": d.text} for d in documents]
+    root = tmp_path_factory.mktemp("doctest-m2kr") / "m2kr_local"
+    for folder, name, rows in (("EVQA_data", "test", queries), ("EVQA_passages", "test_passages", passages)):
+        (root / folder).mkdir(parents=True)
+        pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), root / folder / f"{name}.parquet")
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _doctest_folder(request: pytest.FixtureRequest) -> None:
     """Run each docstring example in a fresh folder holding copies of ``my_index`` and ``my_checkpoint``
@@ -97,6 +131,8 @@ def _doctest_folder(request: pytest.FixtureRequest) -> None:
     world = request.getfixturevalue("_doctest_world")
     for name in ("my_index", "my_checkpoint"):
         shutil.copytree(world["root"] / name, tmp_path / name)
+    if request.node.name.startswith("flmr.evaluation"):
+        shutil.copytree(request.getfixturevalue("_doctest_m2kr"), tmp_path / "m2kr_local")
     monkeypatch.chdir(tmp_path)
     namespace = request.getfixturevalue("doctest_namespace")
     namespace.update(world["names"], index=Index.load(Path("my_index")))

@@ -1,11 +1,14 @@
 """M2KR evaluation: Recall@K and Pseudo Recall@K of a checkpoint on M2KR-style tasks.
 
-Example:
+Example (``m2kr_local`` is a folder in M2KR's layout, here a toy EVQA task; ``image_root`` is the
+folder the queries' ``img_path`` are relative to):
     >>> from flmr.evaluation import EvaluationSettings, evaluate_m2kr
     >>> results = evaluate_m2kr(
-    ...     "LinWeizheDragon/PreFLMR_ViT-B", "m2kr_local", ["EVQA"], "runs/ViT-B",
-    ...     settings=EvaluationSettings(ks=[1, 5, 10]), image_root="/data/EVQA/images",
-    ... )  # doctest: +SKIP
+    ...     "my_checkpoint", "m2kr_local", ["EVQA"], "runs/tiny",
+    ...     settings=EvaluationSettings(ks=[1, 5, 10]), image_root="/data/EVQA/images", show_progress=False,
+    ... )
+    >>> [(r.task, r.split, r.num_queries) for r in results]
+    [('EVQA', 'test', 8)]
 """
 
 from flmr._lazy import lazy_exports

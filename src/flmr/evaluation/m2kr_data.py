@@ -57,8 +57,9 @@ def load_m2kr_split(
         revision: hub revision to pin (counts drift between revisions of M2KR).
 
     Example:
-        >>> data = load_m2kr_split("m2kr_local", "EVQA", "test")  # doctest: +SKIP
-        >>> data.queries[0]["question"], len(data.passages)  # doctest: +SKIP
+        >>> data = load_m2kr_split("m2kr_local", "EVQA", "test")  # a local folder, parquet layout
+        >>> data.queries[0]["question"], len(data.passages)
+        ('what is vim?', 20)
     """
     queries = load_m2kr_config(source, f"{task}_data", split, revision)
     passages = load_m2kr_config(source, f"{task}_passages", f"{split}_passages", revision)
