@@ -21,10 +21,11 @@ A count the user chose always wins, and flmr then changes nothing:
 
 Example:
     >>> from flmr.runtime import cpu_threads, usable_cpus
-    >>> usable_cpus()  # doctest: +SKIP
-    2
-    >>> with cpu_threads(work=5e9):  # 5 GFLOP of work: up to 5 threads where the cores are free
-    ...     pass
+    >>> usable_cpus() >= 1  # this process's cores: affinity capped by the cgroup quota
+    True
+    >>> with cpu_threads(work=5e9) as threads:  # 5 GFLOP of work: up to 5 threads where the cores are free
+    ...     1 <= threads <= usable_cpus()
+    True
 """
 
 from __future__ import annotations
@@ -291,6 +292,9 @@ def sized_threads(work: Callable[..., float]) -> Callable[[F], F]:
         ...     @sized_threads(lambda self, x: 2.0 * x.numel() * x.shape[-1])
         ...     def gram(self, x):
         ...         return x @ x.T
+        >>> Scorer().gram(torch.ones(2, 3))
+        tensor([[3., 3.],
+                [3., 3.]])
     """
 
     def decorate(method: F) -> F:

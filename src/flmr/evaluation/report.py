@@ -113,7 +113,7 @@ def collect_results(folders: Iterable[str | os.PathLike]) -> list[dict[str, Any]
         ...                   show_progress=False)
         >>> rows = collect_results(["runs/tiny", "runs/another_model"])  # a folder per model
         >>> [(row["model"], row["task"]) for row in rows]
-        [('tiny', 'EVQA')]
+        [('my_checkpoint', 'EVQA')]
         >>> paths = write_report(rows, "runs")  # one table, a row per model
     """
     rows = []

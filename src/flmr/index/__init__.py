@@ -1,9 +1,11 @@
 """Compressed late-interaction index (PLAID / ColBERTv2 style): writing, loading, updating.
 
-Example:
+Example (``doc_embeddings``: one (n_tokens, dim) tensor per document of ``docs``):
     >>> from flmr.index import IndexWriter, Index
-    >>> index = IndexWriter(nbits=2).write("my_index", doc_embeddings, documents=docs)  # doctest: +SKIP
-    >>> Index.load("my_index").document(0).text  # doctest: +SKIP
+    >>> documents = [{"id": d.id, "text": d.text} for d in docs]
+    >>> index = IndexWriter(nbits=2, show_progress=False).write("new_index", doc_embeddings, documents=documents)
+    >>> Index.load("new_index").document(0).id
+    'vim'
 """
 
 from flmr.index.builder import IndexWriter, train_codec

@@ -255,10 +255,14 @@ class Index:
             call (see ``refresh``); ``None`` keeps this handle on the generation it has.
 
     Example:
-        >>> index = Index.load("my_index")  # doctest: +SKIP
-        >>> index.num_documents, index.document(0).text  # doctest: +SKIP
-        >>> new_pids = index.add([torch.randn(40, index.dim)], documents=[{"id": "new"}])  # doctest: +SKIP
-        >>> index.delete([3, 5])  # doctest: +SKIP
+        >>> index = Index.load("my_index")
+        >>> index.num_documents, index.document(0).id, index.pid_of("vim")
+        (200, 'vim', 0)
+        >>> index.add([torch.randn(40, index.dim)], documents=[{"id": "new"}])  # the new pids
+        range(200, 201)
+        >>> index.delete([3, 5])
+        >>> index.deleted_pids.tolist(), index.num_documents
+        ([3, 5], 201)
     """
 
     def __init__(

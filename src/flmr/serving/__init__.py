@@ -2,9 +2,14 @@
 
 Needs the serving extras (FastAPI, uvicorn, python-multipart).
 
-Example:
+Example (``TestClient`` runs the app in process; ``flmr serve`` runs it under uvicorn):
+    >>> from fastapi.testclient import TestClient
     >>> from flmr.serving import ServiceSettings, create_app
-    >>> app = create_app(retriever, index, ServiceSettings(max_k=50))  # doctest: +SKIP
+    >>> app = create_app(retriever, index, ServiceSettings(max_k=50))
+    >>> with TestClient(app) as client:
+    ...     response = client.get("/api/search", params={"query": "a terminal text editor", "k": 2})
+    >>> response.status_code, len(response.json()["results"])
+    (200, 2)
 """
 
 from flmr._lazy import lazy_exports
