@@ -1,6 +1,8 @@
-"""The names the docstring examples of ``src/flmr`` use, built once per session from the tiny checkpoint.
+"""Docstring examples of ``src/flmr`` as tests, and the names they use, built once from the tiny checkpoint.
 
-``python -m pytest`` runs the examples (``--doctest-modules``, see pyproject.toml). Each example runs in
+``python -m pytest`` runs the examples of every module under ``src/flmr`` (``testpaths`` in
+pyproject.toml; not ``--doctest-modules``, which would also collect the tests' conftest files as
+modules). Each example runs in
 a fresh temporary folder that holds ``my_index`` (the shipped sample collection indexed with the tiny
 checkpoint) and ``my_checkpoint`` (the tiny checkpoint), and sees these names:
 
@@ -23,6 +25,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _pytest.doctest import DoctestModule  # pytest exports DoctestItem but not its collector
+
+SOURCE = Path(__file__).resolve().parent / "src" / "flmr"
 
 # Examples never reach the model hub: everything they load is local.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,6 +59,19 @@ collect_ignore = [
 
 SAMPLE_DOCS = 8  # documents in ``docs`` / ``doc_embeddings``, queries of ``m2kr_local``
 M2KR_PASSAGES = 20  # the corpus of ``m2kr_local``
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """The examples of each module of ``src/flmr`` but ``__main__.py`` (``--doctest-modules`` collects
+    them itself)."""
+    if (
+        file_path.suffix == ".py"
+        and file_path.name != "__main__.py"
+        and SOURCE in file_path.parents
+        and not parent.config.option.doctestmodules
+    ):
+        return DoctestModule.from_parent(parent, path=file_path)
+    return None
 
 
 @pytest.fixture(scope="session")
