@@ -18,6 +18,8 @@ pip install "flmr[hybrid]"
 import importlib
 from types import ModuleType
 
+from flmr.errors import FLMRError
+
 # extra -> what it is for, as the errors and the README name it
 EXTRAS = {
     "serve": "the HTTP service (`flmr serve`)",
@@ -28,7 +30,7 @@ EXTRAS = {
 }
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(FLMRError, ImportError):
     """An optional feature was used without the extra that installs its packages."""
 
 

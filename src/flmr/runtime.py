@@ -43,6 +43,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from flmr.errors import FLMRError
+
 NUM_THREADS_ENV = "FLMR_NUM_THREADS"
 USER_THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Below ~1 GFLOP per thread (10-20 ms of one core) a second thread costs more in synchronisation
@@ -54,6 +56,11 @@ _FIRST_SAMPLE_SECONDS = 0.1
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _PROC = Path("/proc")
 
+
+class ThreadSettingsError(FLMRError, ValueError):
+    """A thread or core setting (``FLMR_NUM_THREADS``, a reservation) that cannot be used."""
+
+
 _scope = threading.local()
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,13 +69,13 @@ def requested_threads() -> int | None:
     """The thread count set by ``FLMR_NUM_THREADS``, or None when it is not set.
 
     Raises:
-        ValueError: when the variable is not a positive integer.
+        ThreadSettingsError: when the variable is not a positive integer.
     """
     value = os.environ.get(NUM_THREADS_ENV, "").strip()
     if not value:
         return None
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(
+        raise ThreadSettingsError(
             f"{NUM_THREADS_ENV}={value!r}: give a positive number of threads, e.g. {NUM_THREADS_ENV}=2"
         )
     return int(value)
@@ -232,9 +239,12 @@ def reserve_cpus(count: int) -> int:
     """Keep ``count`` usable cores free of flmr's sized work (e.g. for a service's request handling).
 
     Returns the previous reservation, to restore it. Sized work still gets at least one thread.
+
+    Raises:
+        ThreadSettingsError: ``count`` is negative.
     """
     if count < 0:
-        raise ValueError(f"cannot reserve {count} cores")
+        raise ThreadSettingsError(f"cannot reserve {count} cores: give 0 or more")
     previous, _reserved["cpus"] = _reserved["cpus"], count
     return previous
 

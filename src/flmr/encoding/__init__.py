@@ -2,8 +2,8 @@
 
 from .collection import Document, read_collection
 from .documents import DocumentEncoder, EmbeddingChunk, model_fingerprint, same_encoder
-from .errors import CollectionError
-from .queries import DEFAULT_INSTRUCTIONS, InstructionError, QueryEncoder, build_query_text, query_text
+from .errors import CollectionError, EncodingError, InstructionError
+from .queries import DEFAULT_INSTRUCTIONS, QueryEncoder, build_query_text, query_text
 
 __all__ = [
     "DEFAULT_INSTRUCTIONS",
@@ -11,6 +11,7 @@ __all__ = [
     "Document",
     "DocumentEncoder",
     "EmbeddingChunk",
+    "EncodingError",
     "InstructionError",
     "QueryEncoder",
     "build_query_text",

@@ -17,7 +17,7 @@ from PIL import Image
 
 from flmr.model.tokenization_flmr import QUERY_MARKER, first_token_id
 
-from .errors import CollectionError
+from .errors import CollectionError, InstructionError
 from .images import open_image
 
 ImageInput = str | os.PathLike | Image.Image | None
@@ -35,10 +35,6 @@ DEFAULT_INSTRUCTIONS: dict[QueryForm, str] = {
     "question": "Retrieve documents that provide an answer to the question",
     "image": "Identify the document that is connected to this image.",
 }
-
-
-class InstructionError(ValueError):
-    """An instruction the checkpoint would misread (it holds the instruction token before its end)."""
 
 
 def query_form(question: str | None, has_image: bool, position: int = 0) -> QueryForm:

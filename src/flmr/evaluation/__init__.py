@@ -19,7 +19,6 @@ _EXPORTS = {
             "M2KR_HUB_NAME",
             "M2KR_TASKS",
             "PSEUDO_RECALL_TASKS",
-            "M2KRDataError",
             "M2KRSplit",
             "load_m2kr_config",
             "load_m2kr_split",
@@ -56,13 +55,15 @@ _EXPORTS = {
     **dict.fromkeys(
         (
             "EvaluationSettings",
-            "EvaluationStateError",
             "TaskResult",
             "evaluate_m2kr",
             "evaluate_task",
             "original_plaid_settings",
         ),
         ".runner",
+    ),
+    **dict.fromkeys(
+        ("EvaluationError", "EvaluationSettingsError", "EvaluationStateError", "M2KRDataError"), ".errors"
     ),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, extra="evaluation")
@@ -73,7 +74,9 @@ __all__ = [
     "M2KR_HUB_NAME",
     "M2KR_TASKS",
     "PSEUDO_RECALL_TASKS",
+    "EvaluationError",
     "EvaluationSettings",
+    "EvaluationSettingsError",
     "EvaluationStateError",
     "M2KRDataError",
     "M2KRSplit",

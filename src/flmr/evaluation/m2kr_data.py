@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flmr.evaluation.errors import M2KRDataError
 from flmr.extras import require_extra
 from flmr.hub import hub_endpoint, hub_offline, hub_reachable
 
@@ -29,10 +30,6 @@ PSEUDO_RECALL_TASKS = frozenset({"EVQA", "OKVQA", "Infoseek"})
 # ``instruction`` and ``answers`` are optional: older M2KR revisions lack the first, some tasks the second.
 QUERY_COLUMNS = ("question_id", "question", "img_path", "pos_item_ids")
 PASSAGE_COLUMNS = ("passage_id", "passage_content")
-
-
-class M2KRDataError(ValueError):
-    """A task's data is missing or lacks the columns evaluation and training need."""
 
 
 @dataclass

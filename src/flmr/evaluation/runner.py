@@ -28,14 +28,11 @@ from flmr.model.image_processing import resolve_image_processor
 from flmr.retrieval import Retriever
 from flmr.search import ExactSearcher, PlaidSearcher
 
+from .errors import EvaluationSettingsError, EvaluationStateError
 from .m2kr_data import PSEUDO_RECALL_TASKS, M2KRDataError, M2KRSplit, load_m2kr_split
 from .metrics import DEFAULT_KS, mean_metrics, metric_name, pseudo_recall_at_ks, recall_at_ks
 from .queries import query_image, row_query_text
 from .report import write_report
-
-
-class EvaluationStateError(ValueError):
-    """A run folder holds a run started with other settings, or an index built from other passages."""
 
 
 @dataclass
@@ -59,6 +56,10 @@ class EvaluationSettings:
             there) instead of resuming it.
         device: where encoding and search run.
         revision: hub revision of the dataset to pin.
+
+    Raises:
+        EvaluationSettingsError: ``ks`` holds no positive K, or a batch size or ``queries_per_part``
+            is not positive.
     """
 
     split: str = "test"
@@ -81,9 +82,9 @@ class EvaluationSettings:
     def __post_init__(self) -> None:
         self.ks = sorted({int(k) for k in self.ks})
         if not self.ks or self.ks[0] < 1:
-            raise ValueError(f"ks must be positive integers, got {self.ks}")
+            raise EvaluationSettingsError(f"ks must be positive integers, got {self.ks}")
         if self.queries_per_part < 1 or self.query_batch_size < 1 or self.indexing_batch_size < 1:
-            raise ValueError("batch sizes and queries_per_part must be positive")
+            raise EvaluationSettingsError("batch sizes and queries_per_part must be positive")
 
     def computes_pseudo_recall(self, task: str) -> bool:
         return task in PSEUDO_RECALL_TASKS if self.pseudo_recall is None else self.pseudo_recall

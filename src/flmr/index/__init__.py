@@ -10,7 +10,14 @@ Example (``doc_embeddings``: one (n_tokens, dim) tensor per document of ``docs``
 
 from flmr.index.builder import IndexWriter, train_codec
 from flmr.index.codec import SUPPORTED_NBITS, ResidualCodec
-from flmr.index.errors import DuplicateIdError, IndexExistsError, IndexFormatError, IndexLockedError
+from flmr.index.errors import (
+    DuplicateIdError,
+    FLMRIndexError,
+    IndexExistsError,
+    IndexFormatError,
+    IndexInputError,
+    IndexLockedError,
+)
 from flmr.index.index import Index
 from flmr.index.inputs import DocumentChunk, iter_chunks
 from flmr.index.kmeans import CentroidAssigner, default_num_partitions, train_centroids
@@ -22,9 +29,11 @@ __all__ = [
     "CentroidAssigner",
     "DocumentChunk",
     "DuplicateIdError",
+    "FLMRIndexError",
     "Index",
     "IndexExistsError",
     "IndexFormatError",
+    "IndexInputError",
     "IndexLockedError",
     "IndexWriter",
     "ResidualCodec",

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from .configuration_flmr import FLMRConfig
+from .errors import ModelInputError
 from .modeling_flmr import FLMRModelForRetrieval
 from .tokenization_flmr import FLMRContextEncoderTokenizer, FLMRQueryEncoderTokenizer
 
@@ -25,6 +26,10 @@ def retriever_from_text_encoder(
         dim: size of the late-interaction vectors.
         seed: seed of the random initialisation of the new layers.
         config_fields: further [`FLMRConfig`] fields.
+
+    Raises:
+        ModelInputError: the text encoder's weights do not fit the FLMR text encoder (missing or
+            unexpected keys).
 
     Example (not run by the tests: it needs bert-base-uncased from the model hub):
         >>> model = retriever_from_text_encoder("google-bert/bert-base-uncased", dim=128)  # doctest: +SKIP
@@ -54,7 +59,7 @@ def retriever_from_text_encoder(
         pretrained.state_dict(), strict=False
     )
     if missing or unexpected:
-        raise ValueError(
+        raise ModelInputError(
             f"{path} does not fit the text encoder: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     return model.eval()

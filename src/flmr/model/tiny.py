@@ -21,6 +21,7 @@ import torch
 from flmr.data import BERT_VOCAB_FOLDER
 
 from .configuration_flmr import FLMRConfig
+from .errors import ModelInputError
 from .modeling_flmr import FLMRModelForRetrieval
 from .tokenization_flmr import FLMRContextEncoderTokenizer, FLMRQueryEncoderTokenizer
 
@@ -49,9 +50,13 @@ _PREFLMR = {
 
 def tiny_config(style: TinyStyle = "flmr") -> FLMRConfig:
     """The configuration of a tiny checkpoint: 16-dim vectors, 2-layer 24-wide text and vision encoders,
-    32x32-pixel images, 4 image vectors; ``"preflmr"`` adds PreFLMR's 1-layer mapping network."""
+    32x32-pixel images, 4 image vectors; ``"preflmr"`` adds PreFLMR's 1-layer mapping network.
+
+    Raises:
+        ModelInputError: ``style`` is neither ``"flmr"`` nor ``"preflmr"``.
+    """
     if style not in TINY_STYLES:
-        raise ValueError(f"style must be one of {', '.join(TINY_STYLES)}, got {style!r}")
+        raise ModelInputError(f"style must be one of {', '.join(TINY_STYLES)}, got {style!r}")
     extra = _PREFLMR if style == "preflmr" else {}
     return FLMRConfig(
         dim=16, mapping_network_prefix_length=4, text_config=TINY_TEXT, vision_config=TINY_VISION, **extra

@@ -11,6 +11,8 @@ from typing import Any
 
 from transformers import BatchEncoding, BertTokenizer
 
+from .errors import ModelInputError
+
 QUERY_MARKER = "[unused0]"
 CONTEXT_MARKER = "[unused1]"
 MARKER_PLACEHOLDER = ". "
@@ -162,10 +164,14 @@ def punctuation_token_ids(tokenizer: BertTokenizer) -> set[int]:
 
 
 def first_token_id(tokenizer: BertTokenizer, text: str) -> int:
-    """Id of the first token of ``text`` encoded without special tokens."""
+    """Id of the first token of ``text`` encoded without special tokens.
+
+    Raises:
+        ModelInputError: ``text`` encodes to no token (e.g. it is blank).
+    """
     ids = tokenizer.encode(text, add_special_tokens=False)
     if not ids:
-        raise ValueError(f"{text!r} encodes to no token with {type(tokenizer).__name__}")
+        raise ModelInputError(f"{text!r} encodes to no token with {type(tokenizer).__name__}")
     return ids[0]
 
 

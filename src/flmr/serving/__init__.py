@@ -25,7 +25,18 @@ _EXPORTS = {
         ".engine",
     ),
     **dict.fromkeys(("ServiceSettings",), ".settings"),
+    **dict.fromkeys(("BatchResultError", "InputError", "ServingError", "ServingSettingsError"), ".errors"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, extra="serve")
 
-__all__ = ["DynamicBatcher", "SearchEngine", "SearchQuery", "ServiceSettings", "create_app"]
+__all__ = [
+    "BatchResultError",
+    "DynamicBatcher",
+    "InputError",
+    "SearchEngine",
+    "SearchQuery",
+    "ServiceSettings",
+    "ServingError",
+    "ServingSettingsError",
+    "create_app",
+]

@@ -23,9 +23,7 @@ if TYPE_CHECKING:
 
 from flmr.evaluation.m2kr_data import load_m2kr_split
 
-
-class TrainingDataError(ValueError):
-    """Training rows that cannot be used; the message names the file and row."""
+from .errors import TrainingDataError
 
 
 @dataclass(frozen=True)
