@@ -31,9 +31,20 @@ def retriever_from_text_encoder(
         ModelInputError: the text encoder's weights do not fit the FLMR text encoder (missing or
             unexpected keys).
 
-    Example (not run by the tests: it needs bert-base-uncased from the model hub):
+    Example (a tiny random BERT saved with bert-base-uncased's vocabulary stands in for a real one):
+        >>> import shutil
+        >>> from transformers import BertConfig, BertModel
+        >>> from flmr.data import BERT_VOCAB_FOLDER
+        >>> bert = BertConfig(hidden_size=24, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
+        >>> BertModel(bert).save_pretrained("tiny_bert")
+        >>> _ = shutil.copy(BERT_VOCAB_FOLDER / "vocab.txt", "tiny_bert")
+        >>> model = retriever_from_text_encoder("tiny_bert", dim=16)
+        >>> model.config.dim, model.config.text_config.hidden_size, model.config.use_vision_encoder
+        (16, 24, False)
+        >>> model.save_pretrained("my_flmr")
+
+    With a published text encoder from the model hub (not run by the tests):
         >>> model = retriever_from_text_encoder("google-bert/bert-base-uncased", dim=128)  # doctest: +SKIP
-        >>> model.save_pretrained("my_flmr")  # doctest: +SKIP
     """
     path = str(text_encoder_path)
     backbone_config = AutoConfig.from_pretrained(path)
