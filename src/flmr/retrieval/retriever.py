@@ -20,6 +20,7 @@ from flmr.encoding import (
 )
 from flmr.encoding.layout import document_tokens
 from flmr.encoding.queries import ImageInput, build_query_text
+from flmr.errors import FLMRError
 from flmr.index import DocumentChunk, Index, IndexExistsError, IndexWriter, stored_fields
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import load_image_processor
@@ -40,7 +41,7 @@ def encoding_chunks_folder(path: str | os.PathLike) -> Path:
     return path.parent / f"{path.name}.chunks"
 
 
-class EncoderMismatchError(ValueError):
+class EncoderMismatchError(FLMRError, ValueError):
     """An index was built with another checkpoint than the one that encodes the queries."""
 
 

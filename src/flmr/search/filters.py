@@ -54,7 +54,7 @@ OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", *RANGE_OPERATORS)
 Scalar = str | int | float | bool | None
 
 
-class FilterError(ValueError):
+class FilterError(SearchError):
     """A filter that is not valid; the message names the field and operator at fault."""
 
 

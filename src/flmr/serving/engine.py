@@ -14,6 +14,7 @@ from flmr.search import MetadataFilter, Searcher, SearchHit, build_searcher
 from flmr.search.hybrid import HybridSearcher
 from flmr.search.settings import Fusion, HybridSettings
 
+from .errors import ServingError
 from .inputs import ACCEPTED_IMAGE_FORMATS, InputError
 from .settings import ServiceSettings
 
@@ -42,11 +43,11 @@ class SearchQuery:
         return self.image is not None, spec, self.hybrid_weight, self.fusion
 
 
-class DocumentNotFound(LookupError):
+class DocumentNotFound(ServingError, LookupError):
     """No document, or no servable image, for what was asked; the message says which."""
 
 
-class ImageOutsideRoot(PermissionError):
+class ImageOutsideRoot(ServingError, PermissionError):
     """A document's stored image path resolves outside the folder images may be served from."""
 
 
