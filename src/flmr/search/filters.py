@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flmr.search.errors import SearchError
+
 if TYPE_CHECKING:  # torch and the index load on use, so that the command line checks filters quickly
     import torch
 
