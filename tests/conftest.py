@@ -49,23 +49,24 @@ SLOW_TESTS = {
 }
 
 
-def tier_markers(item: pytest.Item) -> list[str]:
-    """The tier markers of one collected test (or docstring example)."""
+def tier_markers(item: pytest.Item) -> set[str]:
+    """The tier markers of one collected test (or docstring example); a test (or its parameter) may
+    also carry ``slow``, ``ray`` or ``browser`` itself."""
     path = Path(item.path)
     names = set(getattr(item, "fixturenames", ()))
-    markers = []
+    markers = {name for name in ("slow", "ray", "browser") if item.get_closest_marker(name)}
     if "distributed" in path.parts or "ray_cluster" in names:
-        markers.append("ray")
+        markers.add("ray")
     if names & BROWSER_FIXTURES:
-        markers.append("browser")
+        markers.add("browser")
     if path.name in SLOW_MODULES or item.nodeid.split("[")[0] in SLOW_TESTS:
-        markers.append("slow")
-    return markers or ["fast"]
+        markers.add("slow")
+    return markers or {"fast"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        for name in tier_markers(item):
+        for name in sorted(tier_markers(item)):
             item.add_marker(name)
 
 
