@@ -44,8 +44,27 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
         >>> parser = argparse.ArgumentParser(prog="flmr")
         >>> add_evaluate_command(parser.add_subparsers(dest="command"))  # doctest: +ELLIPSIS
         ArgumentParser(...)
-        >>> args = parser.parse_args(["evaluate", "--report", "runs/a", "--output-dir", "runs"])
-        >>> args.handler(args)  # doctest: +SKIP
+        >>> args = parser.parse_args(["evaluate", "--checkpoint", "my_checkpoint", "--dataset", "m2kr_local",
+        ...                           "--task", "EVQA", "--ks", "1", "5", "--output-dir", "runs/tiny",
+        ...                           "--device", "cpu", "--no-progress"])
+        >>> args.handler(args)  # the tiny model's recalls mean nothing: elided
+        EVQA test: 8 queries, 20 passages (index ...s, search ...s)
+        | Model | EVQA Recall@5 | EVQA Pseudo Recall@5 |
+        |---|---|---|
+        | my_checkpoint | ... | ... |
+        <BLANKLINE>
+        | Model | Task | Split | Queries | Recall@1 | Recall@5 | Pseudo Recall@1 | Pseudo Recall@5 |
+        |---|---|---|---|---|---|---|---|
+        | my_checkpoint | EVQA | test | 8 | ... |
+        <BLANKLINE>
+        0
+        >>> args = parser.parse_args(["evaluate", "--report", "runs/tiny", "--output-dir", "runs"])
+        >>> args.handler(args)  # one table for the finished runs given
+        | Model | EVQA Recall@5 | EVQA Pseudo Recall@5 |
+        ...
+        0
+        >>> sorted(path.name for path in Path("runs").glob("report.*"))
+        ['report.json', 'report.md']
     """
     parser = subparsers.add_parser(
         "evaluate",

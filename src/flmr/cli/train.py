@@ -34,6 +34,10 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         >>> parser = argparse.ArgumentParser(prog="flmr")
         >>> add_train_command(parser.add_subparsers(dest="command"))  # doctest: +ELLIPSIS
         ArgumentParser(...)
+        >>> args = parser.parse_args(["train", "--checkpoint", "my_checkpoint", "--train-file", "train.jsonl",
+        ...                           "--output-dir", "finetuned"])
+        >>> args.batch_size, args.learning_rate, args.handler.__name__  # the original's recipe by default
+        (8, 5e-06, 'run_train_command')
     """
     parser = subparsers.add_parser(
         "train",

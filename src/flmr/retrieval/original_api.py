@@ -2,6 +2,17 @@
 
 Indexes live at ``<index_root_path>/<index_experiment_name>/indexes/<index_name>.nbits=<nbits>``
 as in the original.
+
+Example:
+    >>> cities = ["Paris is in France.", "Rome is in Italy.", "Berlin is in Germany."]
+    >>> index_custom_collection(cities, model, ".", "demo", "cities", nbits=2)
+    PosixPath('demo/indexes/cities.nbits=2')
+    >>> searcher = create_searcher(".", "demo", "cities", nbits=2)
+    >>> queries = {"q1": "Where is Paris?", "q2": "Which city is in Italy?"}
+    >>> ranking = search_custom_collection(searcher, queries, retriever.encode_queries(list(queries.values())),
+    ...                                    num_document_to_retrieve=2)
+    >>> len(ranking), [len(rows) for rows in ranking.todict().values()]
+    (2, [2, 2])
 """
 
 import os
@@ -119,8 +130,12 @@ class Ranking:
     """Search results keyed by query id, as the original returns them.
 
     Example:
-        >>> ranking.todict()[0][:2]  # (document index, rank, score), rank starting at 1
-        [(17, 1, 24.1), (3, 2, 23.7)]
+        >>> ranking = search_custom_collection(PlaidSearcher("my_index"), {"q1": "a", "q2": "b"}, Q,
+        ...                                    num_document_to_retrieve=3)
+        >>> [(rank, type(pid).__name__, type(score).__name__) for pid, rank, score in ranking.todict()["q1"]]
+        [(1, 'int', 'float'), (2, 'int', 'float'), (3, 'int', 'float')]
+        >>> [row[0] for row in ranking.tolist()]  # flat (query id, document index, rank, score) rows
+        ['q1', 'q1', 'q1', 'q2', 'q2', 'q2']
     """
 
     def __init__(self, data: dict[Any, list[tuple[int, int, float]]]):

@@ -6,7 +6,9 @@ line before anything else loads) does not pull in torch.
 
 Example:
     >>> from flmr.search import PlaidSearcher
-    >>> hits = PlaidSearcher("my_index").search(query_embeddings, k=10)  # doctest: +SKIP
+    >>> hits = PlaidSearcher("my_index").search(query_embeddings, k=10)  # (2, 32, 16) query vectors
+    >>> [len(query_hits) for query_hits in hits], [hit.rank for hit in hits[0][:3]]
+    ([10, 10], [1, 2, 3])
 """
 
 from flmr._lazy import lazy_exports

@@ -18,9 +18,13 @@ What every ``search`` guarantees, for queries of shape (num_queries, q_len, dim)
 - pids are those of the searcher's ``index`` (global pids for a sharded index).
 
 Example:
+    >>> import torch
     >>> from flmr.search import ExactSearcher, Searcher
-    >>> isinstance(ExactSearcher([torch.ones(2, 4)]), Searcher)
+    >>> searcher = ExactSearcher([torch.ones(2, 4), torch.ones(3, 4)])  # two documents' raw vectors
+    >>> isinstance(searcher, Searcher)
     True
+    >>> [[(hit.pid, hit.rank) for hit in hits] for hits in searcher.search(torch.ones(1, 2, 4), k=5)]
+    [[(0, 1), (1, 2)]]
 """
 
 from __future__ import annotations

@@ -28,9 +28,11 @@ def build_searcher(
         SearchSettingsError: hybrid fusion over raw embeddings.
 
     Example:
-        >>> searcher = build_searcher("my_index", SearchSettings(exact=True))  # doctest: +SKIP
-        >>> type(searcher).__name__  # doctest: +SKIP
+        >>> type(build_searcher("my_index", SearchSettings(exact=True))).__name__
         'ExactSearcher'
+        >>> searcher = build_searcher("my_index", SearchSettings(exact=True).with_hybrid(0.3))
+        >>> type(searcher).__name__, type(searcher.searcher).__name__
+        ('HybridSearcher', 'ExactSearcher')
     """
     from flmr.search.exact import ExactSearcher
     from flmr.search.plaid import PlaidSearcher

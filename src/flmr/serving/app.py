@@ -5,6 +5,11 @@ Example:
     >>> from flmr.retrieval import Retriever
     >>> index = Index.load("my_index")
     >>> app = create_app(Retriever.from_pretrained(index.encoder.checkpoint), index)
+    >>> sorted({route.path for route in app.routes if route.path.startswith("/api/search")})
+    ['/api/search', '/api/search/batch', '/api/search/upload']
+
+Serving it blocks until the process is stopped, so this line is not run here:
+
     >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
 
 Endpoints (all under ``/api`` except the page; ``/openapi.json`` and ``/docs`` describe them):

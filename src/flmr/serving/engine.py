@@ -65,6 +65,8 @@ class SearchEngine:
         >>> engine = SearchEngine(Retriever.from_pretrained("my_checkpoint"), Index.load("my_index"))
         >>> engine.warm_up()  # raises EncoderMismatchError if the index was built with another checkpoint
         >>> hits = engine.search_batch([SearchQuery("Which editor runs in a terminal?", k=3)])[0]
+        >>> [hit.rank for hit in hits], engine.pid_of(engine.document(hits[0].pid).id) == hits[0].pid
+        ([1, 2, 3], True)
     """
 
     def __init__(
