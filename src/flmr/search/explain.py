@@ -26,6 +26,7 @@ import torch
 
 from flmr.encoding.layout import DocumentToken
 from flmr.index.index import Index
+from flmr.search.errors import SearchError
 
 
 @dataclass(frozen=True)
@@ -122,22 +123,27 @@ def explain_document(
     their count does not fit, ``"vector i"``). ``normalize_decompressed`` must match the searcher's
     (both default to True) for the score to be the one it reported.
 
+    Raises:
+        SearchError: ``query_vectors`` not (q_len, index.dim), ``query_labels`` of another length than
+            ``query_vectors``, or document ``pid`` deleted or without vectors.
+        IndexError: ``pid`` outside ``0..index.num_documents - 1``.
+
     Example:
         >>> explanation = explain_document(index, 0, Q[0])
         >>> abs(sum(m.contribution for m in explanation.matches) - explanation.score) < 1e-5
         True
     """
     if query_vectors.ndim != 2 or query_vectors.shape[1] != index.dim:
-        raise ValueError(f"query_vectors must be (q_len, {index.dim}), got {tuple(query_vectors.shape)}")
+        raise SearchError(f"query_vectors must be (q_len, {index.dim}), got {tuple(query_vectors.shape)}")
     if not 0 <= pid < index.num_documents:
         raise IndexError(f"pid {pid} out of range: the index has {index.num_documents} documents")
     if bool(index.deleted[pid]):
-        raise ValueError(f"document {pid} was deleted from the index")
+        raise SearchError(f"document {pid} was deleted from the index")
     if query_labels is not None and len(query_labels) != query_vectors.shape[0]:
-        raise ValueError(f"{len(query_labels)} query labels for {query_vectors.shape[0]} query vectors")
+        raise SearchError(f"{len(query_labels)} query labels for {query_vectors.shape[0]} query vectors")
     vectors, _ = index.document_vectors(torch.tensor([pid]), normalize=normalize_decompressed)
     if vectors.shape[0] == 0:
-        raise ValueError(f"document {pid} has no vectors to explain")
+        raise SearchError(f"document {pid} has no vectors to explain")
     if document_tokens is None or len(document_tokens) != vectors.shape[0]:
         document_tokens = [DocumentToken(i, "vector", f"vector {i}") for i in range(vectors.shape[0])]
 

@@ -12,13 +12,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from flmr.search.errors import SearchError
+
 
 def as_query_batch(queries: torch.Tensor, dim: int) -> torch.Tensor:
-    """Queries as a (num_queries, q_len, dim) float tensor; a single (q_len, dim) query becomes a batch of 1."""
+    """Queries as a (num_queries, q_len, dim) float tensor; a single (q_len, dim) query becomes a batch of 1.
+
+    Raises:
+        SearchError: ``queries`` is neither (num_queries, q_len, dim) nor (q_len, dim).
+    """
     if queries.ndim == 2:
         queries = queries[None]
     if queries.ndim != 3 or queries.shape[-1] != dim:
-        raise ValueError(
+        raise SearchError(
             f"queries must be (num_queries, q_len, {dim}) or (q_len, {dim}), got {tuple(queries.shape)}"
         )
     return queries.float()

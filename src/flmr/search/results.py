@@ -9,6 +9,7 @@ import torch
 
 from flmr.index.index import Index
 from flmr.index.storage import StoredDocument
+from flmr.search.errors import SearchError
 
 if TYPE_CHECKING:
     from flmr.search.explain import Explanation
@@ -29,9 +30,13 @@ class SearchHit:
 def make_hits(
     pids: torch.Tensor, scores: torch.Tensor, index: Index | None = None, with_documents: bool = False
 ) -> list[SearchHit]:
-    """Hits for one query from pids and scores sorted best first (scores of -inf are dropped)."""
+    """Hits for one query from pids and scores sorted best first (scores of -inf are dropped).
+
+    Raises:
+        SearchError: ``with_documents`` without an ``index`` to read the documents from.
+    """
     if with_documents and index is None:
-        raise ValueError("return_documents=True needs an index with a document store")
+        raise SearchError("return_documents=True needs an index with a document store")
     keep = torch.isfinite(scores)
     hits = []
     for rank, (pid, score) in enumerate(
