@@ -411,7 +411,17 @@ def _add_score(commands: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``flmr`` command; returns its exit code (see ``flmr --help``)."""
+    """Run the ``flmr`` command; returns its exit code (see ``flmr --help``).
+
+    Example:
+        >>> main(["search", "my_index", "Which text editor can I use in a terminal?", "-k", "2"])
+        rank      score     pid  id         text
+           1 ...
+           2 ...
+        0
+        >>> main(["search", "my_index", "vim", "--ndocs", "0"])  # the error goes to stderr
+        1
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
