@@ -11,16 +11,14 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from flmr.index import Index
-from flmr.index.storage import StoredDocument
+from flmr.index import Index, ShardedIndex, StoredDocument
+from flmr.index.sharded import ShardSource
 from flmr.search.results import SearchHit
-from flmr.search.sharded import load_shards, merge_batches, shard_offsets, shard_searcher
+from flmr.search.sharded import merge_batches, shard_searcher
 
 from .cluster import connect
 
@@ -52,8 +50,8 @@ class RayShardedSearcher:
     """Fan a query batch out to one Ray actor per shard, and merge their top-k like ``ShardedSearcher``.
 
     Args:
-        shards: a sharded index folder, a single index folder or a list of index folders, readable from
-            every node (shared storage).
+        shards: a sharded index folder, a single index folder, a list of index folders or a loaded
+            ``ShardedIndex``, readable from every node (shared storage).
         exact: exact MaxSim instead of PLAID in every shard.
         replicas: actors per shard; successive searches take turns among them, for query load.
         cpus_per_actor, gpus_per_actor: resources reserved by each actor.
@@ -71,7 +69,7 @@ class RayShardedSearcher:
 
     def __init__(
         self,
-        shards: str | Path | Sequence[str | Path],
+        shards: ShardSource | ShardedIndex,
         *,
         exact: bool = False,
         replicas: int = 1,
@@ -85,8 +83,9 @@ class RayShardedSearcher:
             raise ValueError(f"replicas must be at least 1, got {replicas}")
         self._ray = connect(ray_address)
         # loaded here too (memory-mapped, cheap) for the pid offsets, the codec check and document lookups
-        self.shards = load_shards(shards)
-        self.offsets = shard_offsets([shard.num_documents for shard in self.shards])
+        self.index = ShardedIndex.load(shards)
+        self.shards = self.index.shards
+        self.offsets = self.index.offsets
         actor_class = self._ray.remote(ShardSearchActor).options(
             num_cpus=cpus_per_actor, num_gpus=gpus_per_actor
         )
@@ -98,7 +97,7 @@ class RayShardedSearcher:
 
     @property
     def num_documents(self) -> int:
-        return sum(shard.num_documents for shard in self.shards)
+        return self.index.num_documents
 
     def search(
         self, queries: torch.Tensor, k: int = 10, return_documents: bool = False
@@ -113,11 +112,8 @@ class RayShardedSearcher:
         return merge_batches(self._ray.get(pending), self.offsets, k)
 
     def document(self, pid: int) -> StoredDocument:
-        """Stored fields of global ``pid``."""
-        if not 0 <= pid < self.num_documents:
-            raise IndexError(f"pid {pid} out of range: the sharded index has {self.num_documents} documents")
-        shard = max(i for i, offset in enumerate(self.offsets) if offset <= pid)
-        return self.shards[shard].document(pid - self.offsets[shard])
+        """Stored fields of global ``pid``; ``IndexError`` when it is out of range."""
+        return self.index.document(pid)
 
     def close(self) -> None:
         """Stop the shard actors."""
