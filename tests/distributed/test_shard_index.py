@@ -5,37 +5,23 @@ import json
 import pytest
 import torch
 
-from engine_fixtures import clustered_documents
-from flmr.distributed import EmbeddingParts, build_sharded_index, shard_bounds
-from flmr.distributed.embeddings import prepare_folder, write_part
+from flmr.distributed import build_sharded_index, shard_bounds
 from flmr.distributed.shard_index import train_shared_codec
 from flmr.encoding import CollectionError
 from flmr.index import Index, IndexExistsError, IndexWriter, ShardedIndex, read_shards_manifest
 from flmr.search import ExactSearcher, ShardedSearcher
 
 NUM_DOCUMENTS = 90
-ENCODER = {"checkpoint": "a-checkpoint", "digest": "0123abcd"}
 
 
 @pytest.fixture(scope="module")
-def documents():
-    return clustered_documents(NUM_DOCUMENTS, seed=3)
-
-
-def write_embeddings(root, documents, parts=((0, 25), (25, 60), (60, NUM_DOCUMENTS)), skip=()):
-    """An embeddings folder as distributed encoding writes it, part by part (``skip``: parts left out)."""
-    prepare_folder(root, {"num_documents": len(documents), "max_length": 32})
-    for number, (start, stop) in enumerate(parts):
-        if number not in skip:
-            positions = list(range(start, stop))
-            fields = [{"id": f"doc-{p}", "text": f"text {p}", "metadata": {"n": p}} for p in positions]
-            write_part(root, positions, documents[start:stop], fields, ENCODER)
-    return EmbeddingParts(root)
+def documents(vector_documents):
+    return vector_documents
 
 
 @pytest.fixture(scope="module")
-def embeddings(documents, tmp_path_factory):
-    return write_embeddings(tmp_path_factory.mktemp("emb") / "embeddings", documents)
+def embeddings(vector_embeddings):
+    return vector_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +45,15 @@ def test_shards_share_one_codec_and_cover_the_collection_in_order(sharded, embed
     manifest = read_shards_manifest(sharded)
     assert [s["folder"] for s in manifest["shards"]] == ["shard-00000", "shard-00001", "shard-00002"]
     assert [s.num_documents for s in index.shards] == [30, 30, 30] and index.offsets == [0, 30, 60]
-    assert manifest["encoder"] == ENCODER and manifest["nbits"] == 2 and manifest["stores_vectors"]
+    assert (
+        manifest["encoder"] == index.encoder == embeddings.encoder()
+        and manifest["nbits"] == 2
+        and manifest["stores_vectors"]
+    )
     codec = train_shared_codec(embeddings, num_partitions=16, kmeans_iterations=4)
     for shard in index.shards:  # the one codec trained on a sample across all parts, in every shard
         assert torch.equal(shard.codec.centroids, codec.centroids)
-        assert shard.encoder == ENCODER
+        assert shard.encoder == {"checkpoint": "a-checkpoint", "digest": "0123abcd"}
     assert [index.document(pid).id for pid in (0, 29, 30, 89)] == ["doc-0", "doc-29", "doc-30", "doc-89"]
     assert index.document(61).metadata == {"n": 61}
 
@@ -99,8 +89,8 @@ def test_one_shard_is_a_plain_index_and_overwrite_is_explicit(embeddings, tmp_pa
     assert ShardedIndex.load(path).offsets == [0, 45]
 
 
-def test_incomplete_embeddings_are_refused_before_anything_is_written(documents, tmp_path):
-    parts = write_embeddings(tmp_path / "partial", documents, skip=(1,))
+def test_incomplete_embeddings_are_refused_before_anything_is_written(documents, make_embeddings, tmp_path):
+    parts = make_embeddings(tmp_path / "partial", documents, ((0, 25), (25, 60), (60, 90)), skip=(1,))
     with pytest.raises(CollectionError, match="35 of 90 documents are not encoded yet"):
         build_sharded_index(parts, tmp_path / "out", num_shards=2, use_ray=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["partial"]
