@@ -7,7 +7,7 @@ ray = pytest.importorskip("ray")
 
 from flmr.distributed import RayShardedSearcher, build_sharded_index  # noqa: E402
 from flmr.index import ShardedIndex  # noqa: E402
-from flmr.search import ShardedSearcher  # noqa: E402
+from flmr.search import FilterError, ShardedSearcher  # noqa: E402
 
 PLAID = {"ndocs": 16, "ncells": 2, "centroid_score_threshold": 0.3}
 
@@ -44,6 +44,17 @@ def test_replicated_shard_actors_give_the_in_process_merge(ray_cluster, sharded,
             for have, want in zip(got, expected, strict=True):
                 assert [h.score for h in have] == pytest.approx([h.score for h in want], abs=1e-6)
         assert {h.pid for q in got for h in q} & set(range(45, 90))  # both shards contributed
+        # every shard applies the filter to its own documents: the merge is the filtered top-k
+        # (10 matches, 5 per shard, at most ndocs: each shard re-ranks all of its matches exactly)
+        ranked = ShardedSearcher(index, exact=True).search(queries, k=90)
+        window = {"n": {"$gte": 40, "$lt": 50}}
+        filtered = searcher.search(queries, k=4, filter=window)
+        for have, every in zip(filtered, ranked, strict=True):
+            want = [h for h in every if 40 <= h.pid < 50][:4]
+            assert [h.pid for h in have] == [h.pid for h in want]
+            assert [h.score for h in have] == pytest.approx([h.score for h in want], abs=1e-6)
+        with pytest.raises(FilterError, match="unknown operator"):
+            searcher.search(queries, k=4, filter={"n": {"$between": [1, 2]}})
         assert searcher.document(44).id == "doc-44" and searcher.document(45).id == "doc-45"
         with pytest.raises(IndexError, match="pid 90 out of range"):
             searcher.document(90)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from flmr.distributed import build_sharded_index, shard_bounds
+from flmr.distributed import ShardSearchActor, build_sharded_index, shard_bounds
 from flmr.distributed.shard_index import train_shared_codec
 from flmr.encoding import CollectionError
 from flmr.index import Index, IndexExistsError, IndexWriter, ShardedIndex, read_shards_manifest
@@ -58,19 +58,17 @@ def test_shards_share_one_codec_and_cover_the_collection_in_order(sharded, embed
     assert index.document(61).metadata == {"n": 61}
 
 
-def test_exact_sharded_search_equals_a_single_index_with_the_codec(sharded, embeddings, documents, tmp_path):
+@pytest.fixture(scope="module")
+def queries(documents):
+    generator = torch.Generator().manual_seed(7)
+    noisy = [documents[p][:4] + 0.3 * torch.randn(4, 16, generator=generator) for p in (3, 31, 59, 60, 88)]
+    return torch.stack([torch.nn.functional.normalize(q, dim=-1) for q in noisy])
+
+
+def test_exact_sharded_search_equals_a_single_index_with_the_codec(sharded, embeddings, queries, tmp_path):
     codec = Index.load(sharded / "shard-00000").codec
     chunks = embeddings.iter_chunks(0, NUM_DOCUMENTS, docs_per_chunk=40)
     single = IndexWriter(nbits=2, codec=codec, show_progress=False).write(tmp_path / "single", chunks)
-    generator = torch.Generator().manual_seed(7)
-    queries = torch.stack(
-        [
-            torch.nn.functional.normalize(
-                documents[p][:4] + 0.3 * torch.randn(4, 16, generator=generator), dim=-1
-            )
-            for p in (3, 31, 59, 60, 88)
-        ]
-    )
     expected = ExactSearcher(single).search(queries, k=15)
     got = ShardedSearcher(sharded, exact=True).search(queries, k=15)
     for want, have in zip(expected, got, strict=True):
@@ -95,3 +93,13 @@ def test_incomplete_embeddings_are_refused_before_anything_is_written(documents,
         build_sharded_index(parts, tmp_path / "out", num_shards=2, use_ray=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["partial"]
     assert json.loads((tmp_path / "partial" / "embeddings.json").read_text())["num_documents"] == 90
+
+
+def test_a_shard_actor_searches_its_shard_with_a_filter_without_ray(sharded, queries):
+    actor = ShardSearchActor(str(sharded / "shard-00001"), exact=True)
+    shard = Index.load(sharded / "shard-00001")
+    window = {"n": {"$in": [31, 40, 59, 75]}}  # global positions; shard 1 holds 30..59
+    got = actor.search(queries, k=3, return_documents=True, filter=window)
+    assert got == ExactSearcher(shard).search(queries, k=3, return_documents=True, filter=window)
+    assert all({h.document.id for h in q} == {"doc-31", "doc-40", "doc-59"} for q in got)
+    assert actor.search(queries, k=2) == ExactSearcher(shard).search(queries, k=2)

@@ -11,12 +11,14 @@ Example:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from flmr.index import Index, ShardedIndex, StoredDocument
 from flmr.index.sharded import ShardSource
+from flmr.search.filters import MetadataFilter, compile_filter
 from flmr.search.results import SearchHit
 from flmr.search.sharded import merge_batches, shard_searcher
 
@@ -41,9 +43,16 @@ class ShardSearchActor:
         self.index = Index.load(path)
         self.searcher = shard_searcher(self.index, exact, device, **(plaid_settings or {}))
 
-    def search(self, queries: torch.Tensor, k: int, return_documents: bool = False) -> list[list[SearchHit]]:
-        """The shard's top-``k`` hits (local pids) for each query of the batch."""
-        return self.searcher.search(queries, k=k, return_documents=return_documents)
+    def search(
+        self,
+        queries: torch.Tensor,
+        k: int,
+        return_documents: bool = False,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[list[SearchHit]]:
+        """The shard's top-``k`` hits (local pids) for each query of the batch, among the documents
+        matching the metadata ``filter`` (see ``flmr.search.filters``) when one is given."""
+        return self.searcher.search(queries, k=k, return_documents=return_documents, filter=filter)
 
 
 class RayShardedSearcher:
@@ -100,13 +109,24 @@ class RayShardedSearcher:
         return self.index.num_documents
 
     def search(
-        self, queries: torch.Tensor, k: int = 10, return_documents: bool = False
+        self,
+        queries: torch.Tensor,
+        k: int = 10,
+        return_documents: bool = False,
+        filter: Mapping[str, Any] | MetadataFilter | None = None,
     ) -> list[list[SearchHit]]:
-        """Top-``k`` hits (global pids) for each query of a (num_queries, q_len, dim) batch."""
+        """Top-``k`` hits (global pids) for each query of a (num_queries, q_len, dim) batch.
+
+        ``filter`` (see ``flmr.search.filters``) keeps only documents whose stored metadata match: it
+        is checked here (``FilterError``) and every shard applies it to its own documents, so the merge
+        is the filtered top-k.
+        """
+        metadata_filter = compile_filter(filter)
+        spec = None if metadata_filter is None else metadata_filter.spec
         turn = next(self._turns)
         batch = self._ray.put(queries.detach().cpu())
         pending = [
-            replicas[turn % len(replicas)].search.remote(batch, k, return_documents)
+            replicas[turn % len(replicas)].search.remote(batch, k, return_documents, spec)
             for replicas in self.actors
         ]
         return merge_batches(self._ray.get(pending), self.offsets, k)
