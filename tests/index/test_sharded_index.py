@@ -197,6 +197,7 @@ def test_shards_with_another_codec_are_refused(sharded, documents, tmp_path):
 def test_add_appends_to_the_last_shard_and_records_it(writable, documents):
     index = ShardedIndex.load(writable)
     other = ShardedIndex.load(writable)
+    searcher = ShardedSearcher(index, exact=True)  # built before the add: it searches the same shards
     generation = index.generation
     new = index.add(documents[200:203], documents=[{"id": f"new-{n}"} for n in range(3)])
     assert new == range(60, 63) and index.num_documents == 63 and index.offsets == [0, 40]
@@ -209,9 +210,9 @@ def test_add_appends_to_the_last_shard_and_records_it(writable, documents):
     assert other.num_documents == 60 and other.refresh() and other.num_documents == 63
     reloaded = ShardedIndex.load(writable)
     assert reloaded.num_documents == 63 and reloaded.document(62).id == "new-2"
-    # the added documents are searchable at their global pids
-    hits = ShardedSearcher(reloaded, exact=True).search(documents[201][None, :4], k=1)[0]
-    assert hits[0].pid == 61
+    # the added documents are searchable at their global pids, by new searchers and the one built before
+    for sharded_searcher in (searcher, ShardedSearcher(reloaded, exact=True)):
+        assert sharded_searcher.search(documents[201][None, :4], k=1)[0][0].pid == 61
 
 
 def test_add_refuses_an_id_of_another_shard_and_writes_nothing(writable, documents):

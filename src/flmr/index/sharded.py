@@ -395,8 +395,8 @@ class ShardedIndex:
         if sizes != self._sizes:
             raise IndexFormatError(
                 f"shards other than the last changed size ({self._sizes} -> {sizes}), which moves the pids "
-                "of the shards after them; add documents through ShardedIndex.add (to the last shard) and "
-                "load the sharded index again"
+                "of the shards after them: the sharded index was rebuilt, or documents were added to a shard "
+                "other than the last (add through ShardedIndex.add); load it again"
             )
 
     def _check_manifest(self, manifest: dict[str, Any]) -> None:
