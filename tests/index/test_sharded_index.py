@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import threading
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from flmr.index import (
     Index,
     IndexExistsError,
     IndexFormatError,
+    IndexLockedError,
     IndexWriter,
     ShardedIndex,
     is_sharded_index,
@@ -19,6 +21,7 @@ from flmr.index import (
     write_sharded_index,
     write_shards_manifest,
 )
+from flmr.index.locking import write_lock
 from flmr.search import ShardedSearcher
 
 BOUNDS = [0, 110, 200, 300]  # three shards of 110, 90 and 100 documents
@@ -274,3 +277,43 @@ def test_write_sharded_index_publishes_complete_folders_only(sharded, documents,
     assert [p.name for p in tmp_path.iterdir() if "failed" in p.name and not p.name.endswith(".lock")] == []
     path = write_sharded_index(tmp_path / "two", 3, write, overwrite=True)
     assert ShardedIndex.load(path).offsets == [0, 30, 60]
+
+
+def test_concurrent_adds_through_separate_handles_are_serialised(writable, documents):
+    handles = [ShardedIndex.load(writable) for _ in range(3)]
+    results = {}
+
+    def add(number):
+        fields = [{"id": f"thread-{number}-{n}"} for n in range(2)]
+        results[number] = handles[number].add(
+            documents[210 + 2 * number : 212 + 2 * number], documents=fields
+        )
+
+    threads = [threading.Thread(target=add, args=(number,)) for number in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(pid for pids in results.values() for pid in pids) == list(range(60, 66))
+    reloaded = ShardedIndex.load(writable)
+    assert [s["num_documents"] for s in read_shards_manifest(writable)["shards"]] == [40, 26]
+    for number, pids in results.items():
+        assert [reloaded.document(pid).id for pid in pids] == [f"thread-{number}-{n}" for n in range(2)]
+
+
+def test_add_waits_for_the_sharded_folders_write_lock(writable, documents):
+    handle = ShardedIndex.load(writable, lock_timeout=0.3)
+    errors = []
+
+    def add():
+        try:
+            handle.add(documents[:1], documents=[{"id": "late"}])
+        except IndexLockedError as error:
+            errors.append(error)
+
+    with write_lock(writable, operation="test"):  # another writer of the sharded index holds it
+        thread = threading.Thread(target=add)
+        thread.start()
+        thread.join()
+    assert len(errors) == 1 and "(test)" in str(errors[0])
+    assert ShardedIndex.load(writable).num_documents == 60 and handle.pid_of("late") is None
