@@ -12,12 +12,33 @@ from flmr.search import FilterError, ShardedSearcher  # noqa: E402
 PLAID = {"ndocs": 16, "ncells": 2, "centroid_score_threshold": 0.3}
 
 
-@pytest.fixture(scope="module")
-def sharded(vector_embeddings, tmp_path_factory):
-    output = tmp_path_factory.mktemp("idx") / "sharded"
+def build(embeddings, output, use_ray):
     return build_sharded_index(
-        vector_embeddings, output, num_shards=2, num_partitions=16, kmeans_iterations=4, use_ray=False
+        embeddings,
+        output,
+        num_shards=2,
+        num_partitions=16,
+        kmeans_iterations=4,
+        use_ray=use_ray,
+        cpus_per_task=0.5,
     )
+
+
+@pytest.fixture(scope="module")
+def sharded(ray_cluster, vector_embeddings, tmp_path_factory):
+    """Shards compressed by Ray tasks."""
+    return build(vector_embeddings, tmp_path_factory.mktemp("idx") / "sharded", use_ray=True)
+
+
+def test_ray_tasks_build_the_shards_this_process_builds(sharded, vector_embeddings, queries, tmp_path):
+    local = ShardedIndex.load(build(vector_embeddings, tmp_path / "local", use_ray=False))
+    remote = ShardedIndex.load(sharded)
+    assert [s.num_documents for s in remote.shards] == [s.num_documents for s in local.shards] == [45, 45]
+    for got, want in zip(remote.shards, local.shards, strict=True):
+        assert torch.equal(got.codec.centroids, want.codec.centroids)
+        positions = torch.arange(want.num_vectors)
+        assert torch.equal(got.gather_codes(positions), want.gather_codes(positions))
+        assert got.document(7) == want.document(7)
 
 
 @pytest.fixture(scope="module")
