@@ -125,10 +125,10 @@ def documents_per_second(model, docs: list[str], batch_size: int, padding: str, 
 
 
 def pipeline_documents_per_second(
-    model, docs: list[str], batch_size: int, max_length: int, max_batch_tokens: int | None
+    model, docs: list[str], batch_size: int, doc_maxlen: int, max_batch_tokens: int | None
 ) -> float:
     encoder = DocumentEncoder(
-        model, batch_size, max_length, max_batch_tokens=max_batch_tokens, show_progress=False
+        model, batch_size, doc_maxlen, max_batch_tokens=max_batch_tokens, show_progress=False
     )
     collection = read_collection(docs)
     encoder.encode(collection[:batch_size])  # warm-up

@@ -27,7 +27,7 @@ __all__ = ["DATA_DIR", "EncodedCollection", "load_encoded"]
 
 PART_SIZE = 1000
 QUERY_POOL = 3000  # queries come from the first documents, so they are in every collection size
-DOC_MAX_LENGTH = 512
+DOC_MAXLEN = 512
 CACHE = DATA_DIR / "flmr_minilm_debian"
 
 
@@ -98,7 +98,7 @@ def load_encoded(
                 raise FileNotFoundError(f"{path}: run benchmarks/flmr_debian.py --documents {num_documents}")
             model = model or _model()
             texts = [bodies[i] for i in order[part * PART_SIZE : (part + 1) * PART_SIZE]]
-            encoder = DocumentEncoder(model, max_length=DOC_MAX_LENGTH, show_progress=True)
+            encoder = DocumentEncoder(model, doc_maxlen=DOC_MAXLEN, show_progress=True)
             _save({"vectors": encoder.encode(read_collection(texts))}, path)
         parts.extend(torch.load(path)["vectors"])
     queries = torch.load(query_path)

@@ -113,7 +113,7 @@ def main() -> None:
                 rows.append(
                     (
                         f"hybrid {fusion}, weight {weight:g}",
-                        *timed(lambda h=hybrid: h.search(queries, texts, k=K), len(queries)),
+                        *timed(lambda h=hybrid: h.search(queries, k=K, query_texts=texts), len(queries)),
                     )
                 )
 

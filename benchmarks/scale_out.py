@@ -57,11 +57,11 @@ def checkpoint_folder(args: argparse.Namespace, scratch: Path) -> str:
     return str(scratch / "minilm_flmr")
 
 
-def single_process_rate(model, documents, batch_size: int, max_length: int, threads: int) -> float:
+def single_process_rate(model, documents, batch_size: int, doc_maxlen: int, threads: int) -> float:
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        encoder = DocumentEncoder(model, batch_size=batch_size, max_length=max_length, show_progress=False)
+        encoder = DocumentEncoder(model, batch_size=batch_size, doc_maxlen=doc_maxlen, show_progress=False)
         encoder.encode(documents[:batch_size])  # warm-up
         started = time.perf_counter()
         encoder.encode(documents)
@@ -80,7 +80,7 @@ def ray_run(texts, folder: Path, checkpoint: str, workers: int, args: argparse.N
         workers=workers,
         batch_size=args.batch_size,
         rows_per_part=args.rows_per_part,
-        max_length=args.max_length,
+        doc_maxlen=args.doc_maxlen,
         show_progress=False,
     )
     wall = time.perf_counter() - started
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--num-queries", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rows-per-part", type=int, default=64)
-    parser.add_argument("--max-length", type=int, default=180)
+    parser.add_argument("--doc-maxlen", type=int, default=180)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--device-note", default="", help="free text printed with the machine line")
     args = parser.parse_args()
@@ -123,10 +123,10 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, load average "
         f"{os.getloadavg()[0]:.1f} at start {args.device_note}"
     )
-    print(f"documents: {len(texts)} {source}, max_length {args.max_length}, batch {args.batch_size}")
+    print(f"documents: {len(texts)} {source}, doc_maxlen {args.doc_maxlen}, batch {args.batch_size}")
 
     rates = {
-        threads: single_process_rate(model, documents, args.batch_size, args.max_length, threads)
+        threads: single_process_rate(model, documents, args.batch_size, args.doc_maxlen, threads)
         for threads in (1, os.cpu_count() or 1)
     }
     for threads, rate in rates.items():

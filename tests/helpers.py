@@ -123,7 +123,7 @@ def build_preflmr_index(folder: Path):
     from flmr.retrieval import Retriever
 
     retriever = Retriever.from_pretrained(PREFLMR_TINY)
-    retriever.fingerprint["checkpoint"] = str(PREFLMR_TINY)
+    retriever.encoder_identity = retriever.encoder_identity.with_checkpoint(str(PREFLMR_TINY))
     images = folder / "images"
     images.mkdir(parents=True)
     front, back = images / "front.png", images / "back.jpg"
@@ -143,5 +143,5 @@ def build_preflmr_index(folder: Path):
             "metadata": {"year": 2001, "tags": ["photo"]},
         },
     ]
-    index = retriever.index(rows, folder / "index", nbits=2, show_progress=False, max_length=64)
+    index = retriever.index(rows, folder / "index", nbits=2, show_progress=False, doc_maxlen=64)
     return retriever, index, images

@@ -83,7 +83,7 @@ def record(extra, call):
 
 record("hybrid", lambda: retriever.search("editor", index, k=2, hybrid_weight=0.5))
 record("serve", lambda: flmr.serving.create_app)
-record("evaluation", lambda: flmr.evaluation.m2kr_data.load_m2kr_config("no/such_dataset", "EVQA_data", "test"))
+record("evaluation", lambda: flmr.evaluation.load_m2kr_config("no/such_dataset", "EVQA_data", "test"))
 record("training", lambda: flmr.training.finetune)
 record("ray", lambda: flmr.distributed.connect("local"))
 print(json.dumps({{"hits": len(hits), "errors": errors}}))

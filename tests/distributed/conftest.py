@@ -10,6 +10,7 @@ from engine_fixtures import clustered_documents
 from flmr.data import SAMPLE_COLLECTION
 from flmr.distributed import EmbeddingParts
 from flmr.distributed.embeddings import prepare_folder, write_part
+from flmr.encoding.identity import EncoderIdentity
 
 NUM_TEXT_DOCUMENTS = 56
 
@@ -46,7 +47,7 @@ def collection_file(tmp_path_factory):
     return path
 
 
-ENCODER = {"checkpoint": "a-checkpoint", "digest": "0123abcd"}
+ENCODER = EncoderIdentity.from_json({"checkpoint": "a-checkpoint", "digest": "0123abcd"})
 
 
 def write_embeddings(root, documents, parts, skip=()):

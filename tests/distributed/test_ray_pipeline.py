@@ -44,7 +44,7 @@ def embeddings(ray_cluster, collection_file, tmp_path_factory):
         workers=2,
         batch_size=8,
         rows_per_part=ROWS_PER_PART,
-        max_length=64,
+        doc_maxlen=64,
         image_root=collection_file.parent,
         show_progress=False,
     )
@@ -87,7 +87,7 @@ def test_parts_hold_what_the_single_process_encoder_gives(embeddings, model, col
     encoder = DocumentEncoder(
         model,
         batch_size=8,
-        max_length=64,
+        doc_maxlen=64,
         image_processor=load_image_processor(model.config),
         show_progress=False,
     )
@@ -112,7 +112,7 @@ def test_resume_encodes_only_the_missing_part(embeddings, collection_file):
         str(FLMR_TINY),
         batch_size=8,
         rows_per_part=ROWS_PER_PART,
-        max_length=64,
+        doc_maxlen=64,
         image_root=collection_file.parent,
         show_progress=False,
     )
@@ -121,7 +121,7 @@ def test_resume_encodes_only_the_missing_part(embeddings, collection_file):
     assert [name for name in after if after[name] != mtimes[name]] == [parts[1].name]
     with pytest.raises(CollectionError, match="another encoding run"):
         encode_collection(
-            collection_file, embeddings.root, str(FLMR_TINY), max_length=32, show_progress=False
+            collection_file, embeddings.root, str(FLMR_TINY), doc_maxlen=32, show_progress=False
         )
 
 
@@ -205,7 +205,7 @@ def test_flmr_index_with_ray_resumes_and_writes_shards(embeddings, single, colle
         "--output",
         str(output),
     ]
-    options = ["--ray", "local", "--shards", "2", "--batch-size", "8", "--max-length", "64", "--quiet"]
+    options = ["--ray", "local", "--shards", "2", "--batch-size", "8", "--doc-maxlen", "64", "--quiet"]
     assert main([*argv, *options]) == 0
     assert "into " + str(output) + " as 2 shards with 1 Ray workers" in capsys.readouterr().out
     searcher = ShardedSearcher(output)

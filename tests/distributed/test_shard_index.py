@@ -9,7 +9,7 @@ from flmr.distributed import ShardSearchActor, build_sharded_index, shard_bounds
 from flmr.distributed.shard_index import train_shared_codec
 from flmr.encoding import CollectionError
 from flmr.index import Index, IndexExistsError, IndexWriter, ShardedIndex, read_shards_manifest
-from flmr.search import ExactSearcher, ShardedSearcher
+from flmr.search import ExactSearcher, SearchSettings, ShardedSearcher
 
 NUM_DOCUMENTS = 90
 
@@ -96,10 +96,10 @@ def test_incomplete_embeddings_are_refused_before_anything_is_written(documents,
 
 
 def test_a_shard_actor_searches_its_shard_with_a_filter_without_ray(sharded, queries):
-    actor = ShardSearchActor(str(sharded / "shard-00001"), exact=True)
+    actor = ShardSearchActor(str(sharded / "shard-00001"), SearchSettings(exact=True))
     shard = Index.load(sharded / "shard-00001")
     window = {"n": {"$in": [31, 40, 59, 75]}}  # global positions; shard 1 holds 30..59
-    got = actor.search(queries, k=3, return_documents=True, filter=window)
+    got = actor.search(queries, k=3, return_documents=True, filter_spec=window)
     assert got == ExactSearcher(shard).search(queries, k=3, return_documents=True, filter=window)
     assert all({h.document.id for h in q} == {"doc-31", "doc-40", "doc-59"} for q in got)
     assert actor.search(queries, k=2) == ExactSearcher(shard).search(queries, k=2)

@@ -162,7 +162,7 @@ def test_chunks_resume_after_an_interrupted_run(tmp_path, make_model, monkeypatc
     vectors = [v for c in chunks for v in c.split()]
     assert all(torch.equal(a, b) for a, b in zip(vectors, original(docs), strict=True))
     with pytest.raises(CollectionError, match="another encoding run"):
-        list(DocumentEncoder(model, max_length=16).encode_to_chunks(docs, tmp_path, chunk_size=5))
+        list(DocumentEncoder(model, doc_maxlen=16).encode_to_chunks(docs, tmp_path, chunk_size=5))
 
 
 def test_resumed_chunks_are_encoded_again_when_their_documents_changed(tmp_path, make_model, monkeypatch):

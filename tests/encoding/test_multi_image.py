@@ -166,7 +166,7 @@ def test_layout_names_every_vector(tmp_path, make_model):
     a, b = write_image(tmp_path, 0), write_image(tmp_path, 1)
     text = "Paris, the capital (of France)!"
     doc = read_collection([{"id": "d", "text": text, "image_paths": [a, b]}])[0]
-    enc = encoder(model, max_length=64)
+    enc = encoder(model, doc_maxlen=64)
     [vectors] = enc.encode([doc])
     layout = enc.layout(doc, vectors.shape[0])
     assert layout == [
@@ -188,7 +188,7 @@ def test_layout_names_every_vector(tmp_path, make_model):
 def test_layout_of_a_truncated_text_and_of_unknown_vectors(make_model):
     model = make_model(tiny_config())
     text = "one two three four five six seven eight nine ten"
-    [vectors] = DocumentEncoder(model, max_length=6, show_progress=False).encode([Document("d", text)])
+    [vectors] = DocumentEncoder(model, doc_maxlen=6, show_progress=False).encode([Document("d", text)])
     layout = vector_layout(Document("d", text), vectors.shape[0], PREFIX, 6)
     labels = [t.label for t in document_tokens(text, layout, vectors.shape[0], model.context_tokenizer)]
     assert labels == ["[CLS]", "[D]", "one", "two", "three", "[SEP]"]

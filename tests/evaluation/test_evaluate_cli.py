@@ -7,7 +7,7 @@ import pytest
 
 import helpers
 from evaluation.m2kr_toy import build_toy_m2kr, one_torch_thread  # noqa: F401 - a fixture
-from flmr.evaluation.cli import add_evaluate_command
+from flmr.cli.evaluate import add_evaluate_command
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -16,8 +16,8 @@ def retriever():
     return Retriever(flmr.FLMRModelForRetrieval.from_pretrained(FLMR_TINY).eval())
 
 
-def test_add_encodes_with_the_recorded_max_length(retriever, tmp_path):
-    index = retriever.index([LONG_TEXT, "short"], tmp_path / "idx", max_length=16, show_progress=False)
+def test_add_encodes_with_the_recorded_doc_maxlen(retriever, tmp_path):
+    index = retriever.index([LONG_TEXT, "short"], tmp_path / "idx", doc_maxlen=16, show_progress=False)
     assert index.encoding == {"max_length": 16, "storage_dtype": "float16"}
     built_length = int(index.doclens[0])
     new = retriever.add(index, [{"id": "copy", "text": LONG_TEXT}])

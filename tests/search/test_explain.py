@@ -52,7 +52,7 @@ def setup(tmp_path_factory):
         {"id": "only-c", "image_paths": [images["c"]]},
         {"id": "only-d", "image_path": images["d"]},
     ]
-    index = retriever.index(rows, folder / "index", nbits=2, show_progress=False, max_length=64)
+    index = retriever.index(rows, folder / "index", nbits=2, show_progress=False, doc_maxlen=64)
     return retriever, index, images
 
 

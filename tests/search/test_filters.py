@@ -190,4 +190,4 @@ def test_a_filter_matching_nothing_gives_no_results(sample_index, queries) -> No
     for searcher in (PlaidSearcher(sample_index), ExactSearcher(sample_index)):
         assert searcher.search(queries[:2], k=5, filter={"lang": "xx"}) == [[], []]
         hybrid = HybridSearcher(searcher, weight=0.5)
-        assert hybrid.search(queries[:2], list(QUERY_TEXTS[:2]), k=5, filter={"lang": "xx"}) == [[], []]
+        assert hybrid.search(queries[:2], k=5, filter={"lang": "xx"}, query_texts=QUERY_TEXTS[:2]) == [[], []]

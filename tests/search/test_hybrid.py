@@ -43,9 +43,9 @@ def test_bm25_ranks_the_document_with_a_rare_exact_term_first(sample_index, quer
     scores = BM25Index.for_index(sample_index).scores("Which editor has WordStar key sequences?")
     joe = pid_of("joe")  # the only text that says "WordStar"
     assert int(scores.argmax()) == joe
-    hit = HybridSearcher(ExactSearcher(sample_index), weight=1.0).search(queries[-2:-1], TEXTS[-2:-1], k=1)[
-        0
-    ][0]
+    hit = HybridSearcher(ExactSearcher(sample_index), weight=1.0).search(
+        queries[-2:-1], k=1, query_texts=TEXTS[-2:-1]
+    )[0][0]
     assert hit.pid == joe and hit.bm25_score == pytest.approx(float(scores[joe]))
 
 
@@ -53,7 +53,7 @@ def test_bm25_ranks_the_document_with_a_rare_exact_term_first(sample_index, quer
 def test_weight_zero_gives_the_late_interaction_results(sample_index, queries, fusion) -> None:
     for searcher in (ExactSearcher(sample_index), PlaidSearcher(sample_index)):
         plain = searcher.search(queries, k=10)
-        hybrid = HybridSearcher(searcher, weight=0.0, fusion=fusion).search(queries, TEXTS, k=10)
+        hybrid = HybridSearcher(searcher, weight=0.0, fusion=fusion).search(queries, k=10, query_texts=TEXTS)
         assert [[h.pid for h in q] for q in hybrid] == [[h.pid for h in q] for q in plain]
         for plain_hits, hybrid_hits in zip(plain, hybrid, strict=True):
             torch.testing.assert_close(
@@ -65,7 +65,7 @@ def test_weight_zero_gives_the_late_interaction_results(sample_index, queries, f
 def test_weight_one_gives_the_bm25_order(sample_index, queries, fusion) -> None:
     bm25 = BM25Index.for_index(sample_index)
     hybrid = HybridSearcher(PlaidSearcher(sample_index), weight=1.0, fusion=fusion).search(
-        queries, TEXTS, k=5
+        queries, k=5, query_texts=TEXTS
     )
     for text, hits in zip(TEXTS[:-1], hybrid, strict=False):
         scores = torch.from_numpy(bm25.scores(text))
@@ -75,7 +75,9 @@ def test_weight_one_gives_the_bm25_order(sample_index, queries, fusion) -> None:
 
 def test_a_query_without_known_terms_falls_back_to_late_interaction(sample_index, queries) -> None:
     plain = PlaidSearcher(sample_index).search(queries[-1:], k=5)[0]
-    hits = HybridSearcher(PlaidSearcher(sample_index), weight=0.7).search(queries[-1:], TEXTS[-1:], k=5)[0]
+    hits = HybridSearcher(PlaidSearcher(sample_index), weight=0.7).search(
+        queries[-1:], k=5, query_texts=TEXTS[-1:]
+    )[0]
     assert [h.pid for h in hits] == [h.pid for h in plain]
     assert all(h.bm25_score == 0.0 for h in hits)
 
@@ -83,7 +85,7 @@ def test_a_query_without_known_terms_falls_back_to_late_interaction(sample_index
 def test_fused_scores_follow_the_formula_over_the_whole_candidate_union(sample_index, queries) -> None:
     # depth = all documents: the candidates are the whole collection, so min and max are global
     hybrid = HybridSearcher(ExactSearcher(sample_index), weight=0.4, depth=200)
-    hits = hybrid.search(queries[:3], TEXTS[:3], k=8)
+    hits = hybrid.search(queries[:3], k=8, query_texts=TEXTS[:3])
     all_late = ExactSearcher(sample_index).search(queries[:3], k=200)
     bm25 = BM25Index.for_index(sample_index)
     for text, query_hits, late_hits in zip(TEXTS, hits, all_late, strict=False):
@@ -101,7 +103,7 @@ def test_fused_scores_follow_the_formula_over_the_whole_candidate_union(sample_i
 def test_bm25_only_candidates_get_exact_maxsim(sample_index, queries) -> None:
     # a tiny late-interaction depth: most fused candidates come from BM25 alone
     hybrid = HybridSearcher(PlaidSearcher(sample_index), weight=0.9, depth=3)
-    for query, hits in zip(queries, hybrid.search(queries, TEXTS, k=10), strict=True):
+    for query, hits in zip(queries, hybrid.search(queries, k=10, query_texts=TEXTS), strict=True):
         assert len(hits) == 10
         for hit in hits:
             vectors, _ = sample_index.document_vectors(torch.tensor([hit.pid]))
@@ -112,16 +114,20 @@ def test_bm25_only_candidates_get_exact_maxsim(sample_index, queries) -> None:
 def test_hybrid_search_honours_filters_and_deletes(tmp_path, queries) -> None:
     index = build_sample_index(tmp_path / "index")
     hybrid = HybridSearcher(PlaidSearcher(index), weight=0.5)
-    first = hybrid.search(queries[:1], TEXTS[:1], k=5, filter={"lang": "en"})[0]
+    first = hybrid.search(queries[:1], k=5, query_texts=TEXTS[:1], filter={"lang": "en"})[0]
     index.delete([first[0].pid])
-    hits = hybrid.search(queries[:1], TEXTS[:1], k=20, filter={"lang": "en"}, return_documents=True)[0]
+    hits = hybrid.search(
+        queries[:1], k=20, query_texts=TEXTS[:1], filter={"lang": "en"}, return_documents=True
+    )[0]
     assert len(hits) == 20 and first[0].pid not in {h.pid for h in hits}
     assert all(h.document.metadata["lang"] == "en" for h in hits)
     # an added document is found by its text: the BM25 index is rebuilt after an add
     new = index.add(
         [torch.nn.functional.normalize(torch.randn(4, 384), dim=-1)], documents=[{"text": "qwertyzz"}]
     )
-    hits = HybridSearcher(ExactSearcher(index), weight=1.0).search(queries[:1], ["qwertyzz"], k=1)[0]
+    hits = HybridSearcher(ExactSearcher(index), weight=1.0).search(
+        queries[:1], k=1, query_texts=["qwertyzz"]
+    )[0]
     assert hits[0].pid == new[0]
 
 
@@ -132,4 +138,4 @@ def test_bad_hybrid_arguments_are_refused(sample_index, queries) -> None:
     with pytest.raises(ValueError, match="fusion must be one of"):
         HybridSearcher(searcher, fusion="max")
     with pytest.raises(ValueError, match="2 query embeddings but 1 query texts"):
-        HybridSearcher(searcher).search(queries[:2], TEXTS[:1])
+        HybridSearcher(searcher).search(queries[:2], query_texts=TEXTS[:1])

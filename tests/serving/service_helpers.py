@@ -46,7 +46,7 @@ def same_ranking(results: list[dict], expected: list[dict]) -> bool:
 
 def load_retriever() -> Retriever:
     retriever = Retriever.from_pretrained(FLMR_TINY)
-    retriever.fingerprint["checkpoint"] = str(FLMR_TINY)
+    retriever.encoder_identity = retriever.encoder_identity.with_checkpoint(str(FLMR_TINY))
     return retriever
 
 
@@ -63,7 +63,7 @@ def build_index(folder: Path, retriever: Retriever, break_images: bool = True) -
         suffix = ".jpg" if name == "blue-square" else ".png"
         path = make_image(images / f"{name}{suffix}", color)
         rows.append({"id": name, "text": f"a picture of a {name.replace('-', ' ')}", "image_path": str(path)})
-    index = retriever.index(rows, folder / "index", nbits=2, show_progress=False, max_length=64)
+    index = retriever.index(rows, folder / "index", nbits=2, show_progress=False, doc_maxlen=64)
     if break_images:
         _break_images(folder, images)
     return index, images

@@ -114,7 +114,7 @@ def test_concurrent_http_searches_share_forward_passes(tmp_path):
     retriever = load_retriever()
     index, _ = build_index(tmp_path, retriever)
     # A long window makes the batch deterministic: all 8 requests arrive well within it.
-    settings = ServiceSettings(batch_max_size=8, batch_wait_ms=1000)
+    settings = ServiceSettings(max_batch_size=8, batch_wait_ms=1000)
     queries = [f"question number {n} about text editors" for n in range(8)]
 
     async def search_all(base_url):

@@ -14,7 +14,7 @@ from flmr.serving.settings import ServiceSettings
 def test_the_engine_serves_other_writers_adds_and_deletes(tmp_path):
     retriever = load_retriever()
     rows = [json.loads(line) for line in SAMPLE_COLLECTION.read_text().splitlines()[:8]]
-    retriever.index(rows, tmp_path / "index", show_progress=False, max_length=64)
+    retriever.index(rows, tmp_path / "index", show_progress=False, doc_maxlen=64)
     engine = SearchEngine(
         retriever, Index.load(tmp_path / "index"), ServiceSettings(index_refresh_seconds=0, exact=True)
     )
@@ -32,7 +32,7 @@ def test_the_engine_serves_other_writers_adds_and_deletes(tmp_path):
 def test_the_engine_keeps_its_generation_until_the_refresh_delay_passed(tmp_path):
     retriever = load_retriever()
     rows = [json.loads(line) for line in SAMPLE_COLLECTION.read_text().splitlines()[:8]]
-    retriever.index(rows, tmp_path / "index", show_progress=False, max_length=64)
+    retriever.index(rows, tmp_path / "index", show_progress=False, doc_maxlen=64)
     index = Index.load(tmp_path / "index", auto_refresh=None)
     engine = SearchEngine(retriever, index, ServiceSettings(index_refresh_seconds=3600))
     engine.search_batch([SearchQuery("warm", k=1)])

@@ -33,7 +33,7 @@ def retriever():
 @pytest.fixture(scope="module")
 def index(tmp_path_factory, retriever):
     return retriever.index(
-        rows(), tmp_path_factory.mktemp("options") / "index", show_progress=False, max_length=64
+        rows(), tmp_path_factory.mktemp("options") / "index", show_progress=False, doc_maxlen=64
     )
 
 

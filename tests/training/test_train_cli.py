@@ -8,7 +8,7 @@ import pytest
 import helpers
 from evaluation.m2kr_toy import build_toy_m2kr, one_torch_thread  # noqa: F401 - a fixture
 from flmr import FLMRModelForRetrieval
-from flmr.training.cli import add_train_command
+from flmr.cli.train import add_train_command
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SHORT_RUN = ["--batch-size", "2", "--accumulate-grad-batches", "1", "--num-negative-examples", "1",

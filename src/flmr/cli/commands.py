@@ -14,6 +14,7 @@ from flmr.retrieval.retriever import encoding_chunks_folder
 from .exit_codes import EXIT_FAILURE, EXIT_OK
 from .loading import checkpoint_name, collection_source, index_checkpoint, load_retriever
 from .output import folder_size, hit_record, human_size, index_summary, print_hits_table, print_index_summary
+from .search_options import search_settings_from_args
 
 
 def run_tiny_checkpoint(args: argparse.Namespace) -> int:
@@ -36,7 +37,7 @@ def run_index(args: argparse.Namespace) -> int:
     image_root = Path(args.image_root).resolve() if args.image_root else collection_folder
     checkpoint = checkpoint_name(args.checkpoint)
     if args.ray:
-        from flmr.distributed.cli import index_on_ray
+        from .ray import index_on_ray
 
         return index_on_ray(args, collection, image_root, checkpoint)
     started = time.perf_counter()
@@ -48,7 +49,7 @@ def run_index(args: argparse.Namespace) -> int:
             nbits=args.nbits,
             overwrite=args.overwrite,
             image_root=image_root,
-            max_length=args.max_length,
+            doc_maxlen=args.doc_maxlen,
             show_progress=not args.quiet,
         )
     except BaseException:
@@ -116,11 +117,11 @@ def run_search(args: argparse.Namespace) -> int:
         index,
         k=args.k,
         images=images,
-        exact=args.exact,
         filter=args.filter,
         hybrid_weight=args.hybrid_weight,
         fusion=args.fusion,
         instruction=args.instruction,
+        settings=search_settings_from_args(args),
     )[0]
     if args.json:
         record = {
@@ -144,7 +145,7 @@ def run_search(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     """Start the HTTP search service (JSON API and search page) on one index."""
     if args.ray:
-        from flmr.distributed.cli import serve_on_ray
+        from .ray import serve_on_ray
 
         return serve_on_ray(args)
     uvicorn = require_extra("uvicorn", "serve", "`flmr serve`")
@@ -157,10 +158,10 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = ServiceSettings(
         max_k=args.max_k,
         default_k=min(10, args.max_k),
-        batch_max_size=args.max_batch_size,
+        max_batch_size=args.max_batch_size,
         batch_wait_ms=args.batch_wait_ms,
         image_root=Path(args.image_root).resolve() if args.image_root else None,
-        exact=args.exact,
+        search=search_settings_from_args(args),
     )
     # Fail here, before the port opens, if the index does not fit the checkpoint.
     SearchEngine(retriever, index, settings).warm_up()

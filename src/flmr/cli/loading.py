@@ -75,8 +75,8 @@ def load_retriever(
             "tokenizer.json); an FLMR checkpoint keeps its query and context tokenizers in query_tokenizer/ "
             "and context_tokenizer/: copy them from the checkpoint this one was trained from"
         ) from None
-    # Indexes store this fingerprint: with the name in it, `search` and `serve` find the checkpoint again.
-    retriever.fingerprint["checkpoint"] = checkpoint
+    # Indexes store this identity: with the name in it, `search` and `serve` find the checkpoint again.
+    retriever.encoder_identity = retriever.encoder_identity.with_checkpoint(checkpoint)
     return retriever
 
 
@@ -84,7 +84,7 @@ def index_checkpoint(index: Index, override: str | None) -> str:
     """The checkpoint to search ``index`` with: ``override`` or the one the index was built with."""
     if override:
         return checkpoint_name(override)
-    recorded = index.encoder.get("checkpoint")
+    recorded = index.encoder.checkpoint
     if recorded is None or recorded in _UNRECORDED:
         raise ValueError(f"the index at {index.path} does not record its checkpoint: pass --checkpoint")
     return str(recorded)

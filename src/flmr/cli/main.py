@@ -21,13 +21,15 @@ import sys
 from collections.abc import Callable
 
 from flmr import __version__
-from flmr.evaluation.cli import add_evaluate_command
+from flmr._deprecation import warn_renamed
+from flmr.cli.search_options import add_search_options
 from flmr.search.filters import FilterError, MetadataFilter, parse_filter
-from flmr.training.cli import add_train_command
 
+from .evaluate import add_evaluate_command
 from .exit_codes import EXIT_BROKEN_PIPE, EXIT_CODES_HELP, EXIT_FAILURE, EXIT_INTERRUPTED
 from .loading import device_name, positive_int
 from .quiet import quiet_output
+from .train import add_train_command
 
 # Only argparse and light modules load before the command line is parsed: `--help`, `--version` and
 # usage errors answer at once, and each command imports torch and transformers when it runs.
@@ -120,6 +122,35 @@ def _add_tiny_checkpoint(commands: argparse._SubParsersAction) -> None:
 PRECISION_CHOICES = ("float32", "bfloat16", "int8", "auto")
 
 
+class _DeprecatedFlag(argparse.Action):
+    """An option's earlier name: stores under the new one's ``dest``, with a ``DeprecationWarning`` and a
+    line on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, new_flag: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+        self.new_flag = new_flag
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option: str | None = None,
+    ) -> None:
+        # the warning for programs and tests, the line for people (Python hides DeprecationWarning)
+        warn_renamed(parser.prog, str(option), self.new_flag, stacklevel=2)
+        print(f"{parser.prog}: {option} is deprecated, use {self.new_flag}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _deprecated_flag(parser: argparse.ArgumentParser, old: str, new: str, **kwargs: object) -> None:
+    """Accept ``old`` (hidden from ``--help``) as the earlier name of the option ``new``."""
+    dest = new.lstrip("-").replace("-", "_")
+    parser.add_argument(
+        old, dest=dest, action=_DeprecatedFlag, new_flag=new, default=argparse.SUPPRESS, **kwargs
+    )  # type: ignore[arg-type]
+
+
 def _add_precision(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
@@ -172,11 +203,12 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
         help="documents per forward pass (default: %(default)s)",
     )
     index.add_argument(
-        "--max-length",
+        "--doc-maxlen",
         type=positive_int,
         default=512,
         help="token limit of a document (default: %(default)s)",
     )
+    _deprecated_flag(index, "--max-length", "--doc-maxlen", type=positive_int)
     index.add_argument(
         "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
     )
@@ -268,10 +300,8 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
     )
     _add_precision(search)
-    search.add_argument(
-        "--exact",
-        action="store_true",
-        help="score every document by full MaxSim (exact; slow on large indexes)",
+    add_search_options(
+        search, "score every document by full MaxSim (exact; slow on large indexes)", "flmr's PlaidSettings"
     )
     search.add_argument(
         "--filter",
@@ -337,10 +367,10 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--image-root", metavar="FOLDER", help="serve document images only from inside this folder"
     )
-    serve.add_argument(
-        "--exact",
-        action="store_true",
-        help="score every document by full MaxSim: exact, batched, fast on small indexes, slow on large ones",
+    add_search_options(
+        serve,
+        "score every document by full MaxSim: exact, batched, fast on small indexes, slow on large ones",
+        "flmr's PlaidSettings",
     )
     serve.add_argument(
         "--log-level",

@@ -64,8 +64,8 @@ def index_summary(index: Index) -> dict[str, Any]:
     counts = index.manifest.get("counts", {})
     return {
         "path": str(index.path.resolve()),
-        "checkpoint": index.encoder.get("checkpoint"),
-        "encoder_digest": index.encoder.get("digest"),
+        "checkpoint": index.encoder.checkpoint,
+        "encoder_digest": index.encoder.digest,
         "num_documents": index.num_documents,
         "num_deleted": int(counts.get("num_deleted", int(index.deleted.sum()))),
         "num_vectors": index.num_vectors,

@@ -17,6 +17,8 @@ On the command line, ``--collection sample`` names it: ``flmr index --collection
 ``bert-base-uncased/vocab.txt`` is the WordPiece vocabulary of bert-base-uncased (Apache-2.0, from
 Google's BERT release), the tokenizers' vocabulary in every published FLMR / PreFLMR checkpoint; the
 tiny checkpoints of `flmr.model.tiny` use it.
+
+``flmr.data.m2kr`` reads M2KR-style task data (queries and passages) for evaluation and training.
 """
 
 from pathlib import Path

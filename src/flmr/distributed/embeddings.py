@@ -8,7 +8,7 @@ Layout of an embeddings folder::
         doclens.npy                  (n,) int32, vectors per document
         positions.npy                (n,) int64, each document's position in the collection
         ids.json, documents.jsonl    document ids, and their stored fields (one JSON line each)
-        encoder.json                 fingerprint of the checkpoint that encoded them
+        encoder.json                 identity of the checkpoint that encoded them
         stats.json                   which worker encoded them, when it started and finished (Unix time)
 
 A part folder exists only once every file in it is written (they are written into a temporary folder
@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from flmr.encoding import CollectionError, same_encoder
+from flmr.encoding import CollectionError
+from flmr.encoding.identity import EncoderIdentity
 from flmr.index import DocumentChunk
 
 MANIFEST = "embeddings.json"
@@ -51,7 +52,7 @@ def write_part(
     positions: Sequence[int],
     vectors: Sequence[torch.Tensor],
     documents: Sequence[Mapping[str, Any]],
-    encoder: Mapping[str, Any],
+    encoder: EncoderIdentity,
     stats: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write one encoded batch as a part folder, atomically; returns its path.
@@ -78,7 +79,7 @@ def write_part(
         np.save(temporary / "positions.npy", np.asarray(positions, dtype=np.int64))
         (temporary / "ids.json").write_text(json.dumps([str(d["id"]) for d in documents]))
         (temporary / "documents.jsonl").write_text("".join(json.dumps(dict(d)) + "\n" for d in documents))
-        (temporary / "encoder.json").write_text(json.dumps(dict(encoder)))
+        (temporary / "encoder.json").write_text(json.dumps(encoder.to_json()))
         (temporary / "stats.json").write_text(json.dumps(dict(stats or {})))
         os.rename(temporary, final)
     except OSError:
@@ -148,15 +149,18 @@ class EmbeddingParts:
             return np.empty(0, dtype=np.int64)
         return np.unique(np.concatenate(self._positions))
 
-    def encoder(self) -> dict[str, Any]:
-        """The fingerprint of the checkpoint that encoded the parts; an error if parts disagree."""
-        fingerprints = [json.loads((folder / "encoder.json").read_text()) for folder in self.parts]
-        if not fingerprints:
+    def encoder(self) -> EncoderIdentity:
+        """The identity of the checkpoint that encoded the parts; an error if parts disagree."""
+        identities = [
+            EncoderIdentity.from_json(json.loads((folder / "encoder.json").read_text()))
+            for folder in self.parts
+        ]
+        if not identities:
             raise CollectionError(f"{self.root} holds no encoded part")
-        for folder, fingerprint in zip(self.parts[1:], fingerprints[1:], strict=True):
-            if not same_encoder(fingerprints[0], fingerprint):
+        for folder, identity in zip(self.parts[1:], identities[1:], strict=True):
+            if not identities[0].same_as(identity):
                 raise CollectionError(f"{folder} was encoded with another checkpoint than {self.parts[0]}")
-        return fingerprints[0]
+        return identities[0]
 
     def stats(self) -> list[dict[str, Any]]:
         """Per part: its number of documents and vectors, and what ``stats.json`` recorded.

@@ -31,8 +31,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from flmr.encoding import CollectionError, DocumentEncoder, model_fingerprint, read_collection
-from flmr.retrieval.retriever import stored_fields
+from flmr._deprecation import renamed_keywords
+from flmr.encoding import CollectionError, DocumentEncoder, encoder_identity, read_collection
+from flmr.index import stored_fields
+from flmr.model.tokenization_flmr import DEFAULT_DOC_MAXLEN
 
 from .cluster import connect, default_cpus_per_worker, require_ray
 from .embeddings import EmbeddingParts, prepare_folder, write_part
@@ -42,6 +44,7 @@ LINE = "text"  # the column read_text puts each line in
 ACTOR_START_TIMEOUT_S = 900  # loading a large checkpoint from shared storage can take minutes
 
 
+@renamed_keywords(max_length="doc_maxlen")
 def encode_collection(
     collection: Any,
     output: str | os.PathLike,
@@ -52,7 +55,7 @@ def encode_collection(
     cpus_per_worker: float | None = None,
     batch_size: int = 32,
     rows_per_part: int = 1024,
-    max_length: int = 512,
+    doc_maxlen: int = DEFAULT_DOC_MAXLEN,
     image_root: str | os.PathLike | None = None,
     ray_address: str | None = None,
     show_progress: bool = True,
@@ -71,7 +74,7 @@ def encode_collection(
             when the actors hold every CPU).
         batch_size: documents per forward pass.
         rows_per_part: documents per part, the unit of work, of progress and of resuming.
-        max_length, image_root: as in ``DocumentEncoder`` and ``read_collection``.
+        doc_maxlen, image_root: as in ``DocumentEncoder`` and ``read_collection``.
         ray_address: cluster to connect to when this process is not connected yet (None: in-process).
         show_progress: a progress bar of encoded documents.
 
@@ -109,7 +112,7 @@ def encode_collection(
             # resolved, so that a folder reached through a symlink or a relative path resumes too
             "checkpoint": str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint),
             "num_documents": num_documents,
-            "max_length": max_length,
+            "max_length": doc_maxlen,  # the key every record of the encoding length keeps
             "storage_dtype": "float16",
         }
         prepare_folder(output, settings)
@@ -127,7 +130,7 @@ def encode_collection(
                     "checkpoint": str(checkpoint),
                     "output": str(Path(output).resolve()),
                     "batch_size": batch_size,
-                    "max_length": max_length,
+                    "doc_maxlen": doc_maxlen,
                     # actors run in other folders (and on other nodes): paths must be absolute
                     "image_root": None if image_root is None else str(Path(image_root).resolve()),
                     "json_lines": json_lines,
@@ -156,7 +159,7 @@ class PartEncoder:
     Args:
         checkpoint: checkpoint folder or hub name, loaded once per actor.
         output: the embeddings folder (shared storage on a multi-node cluster).
-        batch_size, max_length, image_root: as in ``DocumentEncoder`` and ``read_collection``.
+        batch_size, doc_maxlen, image_root: as in ``DocumentEncoder`` and ``read_collection``.
         json_lines: rows are raw JSONL lines to parse.
         threads: torch CPU threads (the actor's CPU share: several actors on one node must not each
             use every core).
@@ -167,7 +170,7 @@ class PartEncoder:
         checkpoint: str,
         output: str,
         batch_size: int,
-        max_length: int,
+        doc_maxlen: int,
         image_root: str | None,
         json_lines: bool,
         threads: int,
@@ -177,8 +180,8 @@ class PartEncoder:
         torch.set_num_threads(threads)
         device = "cuda" if require_ray().get_gpu_ids() else "cpu"
         self.model = FLMRModelForRetrieval.from_pretrained(checkpoint).to(device).eval()
-        self.fingerprint = model_fingerprint(self.model)
-        self.fingerprint["checkpoint"] = checkpoint  # so that search and serve find the checkpoint again
+        # with the checkpoint's name in it, search and serve find the checkpoint again
+        self.encoder_identity = encoder_identity(self.model).with_checkpoint(checkpoint)
         self.output = output
         self.worker = f"{require_ray().util.get_node_ip_address()}:{os.getpid()}"
         self.image_root = image_root
@@ -186,7 +189,7 @@ class PartEncoder:
         self.encoder = DocumentEncoder(
             self.model,
             batch_size=batch_size,
-            max_length=max_length,
+            doc_maxlen=doc_maxlen,
             image_processor=self._process_images,
             show_progress=False,
         )
@@ -213,7 +216,7 @@ class PartEncoder:
         vectors = self.encoder.encode(documents)
         stats = {"worker": self.worker, "started": started, "finished": time.time()}
         fields = [stored_fields(d) for d in documents]
-        write_part(self.output, positions, vectors, fields, self.fingerprint, stats)
+        write_part(self.output, positions, vectors, fields, self.encoder_identity, stats)
         return {
             "documents": np.array([len(documents)]),
             "vectors": np.array([sum(v.shape[0] for v in vectors)]),

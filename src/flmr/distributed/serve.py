@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flmr.encoding import same_encoder
 from flmr.index import ShardedIndex, StoredDocument
 from flmr.search.results import SearchHit
+from flmr.search.settings import search_settings
 from flmr.search.sharded import merge_batches
 
 from .cluster import connect
@@ -79,7 +79,7 @@ def build_application(
     from flmr.serving.inputs import InputError, check_query, decode_base64_image
 
     loaded = ShardedIndex.load(shards)
-    checkpoint = checkpoint or loaded.encoder.get("checkpoint")
+    checkpoint = checkpoint or loaded.encoder.checkpoint
     if not checkpoint:
         raise ValueError(f"the index at {shards} does not record its checkpoint: pass one")
     settings = settings or ServiceSettings()
@@ -101,8 +101,7 @@ def build_application(
             self.offsets = self.index.offsets
             self.retriever = Retriever.from_pretrained(checkpoint, device="cuda" if router_gpus else "cpu")
             for shard in self.shards:
-                built_with = shard.encoder
-                if built_with.get("digest") and not same_encoder(built_with, self.retriever.fingerprint):
+                if not shard.encoder.compatible_with(self.retriever.encoder_identity):
                     raise EncoderMismatchError(f"the shard at {shard.path} was built with another checkpoint")
 
         async def answer(self, queries: list[tuple[str, int, Any]]) -> list[schemas.SearchResponse]:
@@ -184,7 +183,7 @@ def build_application(
             name=f"shard-{number:05d}",
             num_replicas=replicas,
             ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
-        ).bind(str(shard.path), exact, device, plaid_settings)
+        ).bind(str(shard.path), search_settings(exact=exact, **plaid_settings), device)
         for number, shard in enumerate(loaded.shards)
     ]
     return Router.bind(bound_shards)

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from flmr.encoding.identity import EncoderIdentity
 from flmr.index import (
     KMEANS_ITERATIONS,
     Index,
@@ -131,7 +131,7 @@ def build_sharded_index(
         num_shards,
         write_shards,
         overwrite=overwrite,
-        encoder=encoder,
+        encoder=encoder.to_json(),
         nbits=nbits,
         stores_vectors=store_vectors,
     )
@@ -146,7 +146,7 @@ def write_shard(
     nbits: int,
     seed: int,
     store_vectors: bool,
-    encoder: dict[str, Any],
+    encoder: EncoderIdentity,
 ) -> int:
     """Compress documents ``start..stop-1`` of ``embeddings`` with ``codec`` into the index ``folder``.
 

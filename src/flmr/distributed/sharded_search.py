@@ -11,15 +11,18 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from flmr.index import Index, ShardedIndex, StoredDocument
+from flmr.index import Index, ShardedIndex
 from flmr.index.sharded import ShardSource
+from flmr.search.base import Searcher, check_k
 from flmr.search.filters import MetadataFilter, compile_filter
 from flmr.search.results import SearchHit
+from flmr.search.settings import SearchSettings, search_settings
 from flmr.search.sharded import merge_batches, shard_searcher
 
 from .cluster import connect
@@ -29,44 +32,43 @@ class ShardSearchActor:
     """Holds one shard index (memory-mapped) and its searcher; runs as a Ray actor or Serve replica.
 
     Example:
-        >>> actor = ShardSearchActor("my_sharded_index/shard-00000", exact=True)  # doctest: +SKIP
+        >>> actor = ShardSearchActor("my_sharded_index/shard-00000", SearchSettings(exact=True))  # doctest: +SKIP
         >>> actor.search(query_embeddings, k=5)[0][0].pid  # doctest: +SKIP
     """
 
     def __init__(
         self,
         path: str,
-        exact: bool = False,
+        settings: SearchSettings | None = None,
         device: str = "cpu",
-        plaid_settings: dict[str, Any] | None = None,
     ) -> None:
         self.index = Index.load(path)
-        self.searcher = shard_searcher(self.index, exact, device, **(plaid_settings or {}))
+        self.searcher = shard_searcher(self.index, settings, device)
 
     def search(
         self,
         queries: torch.Tensor,
         k: int,
         return_documents: bool = False,
-        filter: Mapping[str, Any] | None = None,
+        filter_spec: Mapping[str, Any] | None = None,
     ) -> list[list[SearchHit]]:
-        """The shard's top-``k`` hits (local pids) for each query of the batch, among the documents
-        matching the metadata ``filter`` (see ``flmr.search.filters``) when one is given."""
-        return self.searcher.search(queries, k=k, return_documents=return_documents, filter=filter)
+        """The shard's top-``k`` hits (local pids) for each query of the batch, among the documents the
+        filter (its JSON ``spec``, which travels between processes) keeps."""
+        return self.searcher.search(queries, k, return_documents, filter_spec)
 
 
-class RayShardedSearcher:
+class RayShardedSearcher(Searcher):
     """Fan a query batch out to one Ray actor per shard, and merge their top-k like ``ShardedSearcher``.
 
     Args:
         shards: a sharded index folder, a single index folder, a list of index folders or a loaded
             ``ShardedIndex``, readable from every node (shared storage).
-        exact: exact MaxSim instead of PLAID in every shard.
+        settings: how every shard is searched (exact or PLAID and its knobs).
+        exact, options: the earlier keyword form of ``settings``.
         replicas: actors per shard; successive searches take turns among them, for query load.
         cpus_per_actor, gpus_per_actor: resources reserved by each actor.
         device: where each actor searches ("cuda" with ``gpus_per_actor``).
         ray_address: cluster to connect to when this process is not connected yet (None: in-process).
-        plaid_settings: ``PlaidSearcher`` options for every shard.
 
     The results are those of ``flmr.search.ShardedSearcher`` over the same shards (the same merge;
     see ``flmr.search.sharded`` for how they compare with a single index).
@@ -79,15 +81,17 @@ class RayShardedSearcher:
     def __init__(
         self,
         shards: ShardSource | ShardedIndex,
+        settings: SearchSettings | None = None,
         *,
-        exact: bool = False,
+        exact: bool | None = None,
         replicas: int = 1,
         cpus_per_actor: float = 0.5,
         gpus_per_actor: float = 0,
         device: str = "cpu",
         ray_address: str | None = None,
-        **plaid_settings: Any,
+        **options: Any,
     ) -> None:
+        self.settings = replace(search_settings(settings, exact=exact, **options), hybrid=None)
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, got {replicas}")
         self._ray = connect(ray_address)
@@ -99,14 +103,10 @@ class RayShardedSearcher:
             num_cpus=cpus_per_actor, num_gpus=gpus_per_actor
         )
         self.actors = [
-            [actor_class.remote(str(shard.path), exact, device, plaid_settings) for _ in range(replicas)]
+            [actor_class.remote(str(shard.path), self.settings, device) for _ in range(replicas)]
             for shard in self.shards
         ]
         self._turns = itertools.count()
-
-    @property
-    def num_documents(self) -> int:
-        return self.index.num_documents
 
     def search(
         self,
@@ -114,13 +114,14 @@ class RayShardedSearcher:
         k: int = 10,
         return_documents: bool = False,
         filter: Mapping[str, Any] | MetadataFilter | None = None,
+        *,
+        query_texts: Sequence[str] | None = None,
     ) -> list[list[SearchHit]]:
         """Top-``k`` hits (global pids) for each query of a (num_queries, q_len, dim) batch.
 
-        ``filter`` (see ``flmr.search.filters``) keeps only documents whose stored metadata match: it
-        is checked here (``FilterError``) and every shard applies it to its own documents, so the merge
-        is the filtered top-k.
+        See ``Searcher.search``; the filter's spec is sent to every shard actor.
         """
+        check_k(k)
         metadata_filter = compile_filter(filter)
         spec = None if metadata_filter is None else metadata_filter.spec
         turn = next(self._turns)
@@ -130,10 +131,6 @@ class RayShardedSearcher:
             for replicas in self.actors
         ]
         return merge_batches(self._ray.get(pending), self.offsets, k)
-
-    def document(self, pid: int) -> StoredDocument:
-        """Stored fields of global ``pid``; ``IndexError`` when it is out of range."""
-        return self.index.document(pid)
 
     def close(self) -> None:
         """Stop the shard actors."""

@@ -1,9 +1,24 @@
-"""Collections -> token embeddings: reading collections, encoding documents and queries."""
+"""Collections -> token embeddings: reading collections, encoding documents and queries.
 
-from .collection import Document, read_collection
-from .documents import DocumentEncoder, EmbeddingChunk, model_fingerprint, same_encoder
-from .errors import CollectionError
-from .queries import DEFAULT_INSTRUCTIONS, InstructionError, QueryEncoder, build_query_text, query_text
+Names are imported on first use, so that the index layer reads [`EncoderIdentity`] (standard library
+only) without loading the encoders, torch's models or transformers.
+"""
+
+from flmr._lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(("Document", "read_collection"), ".collection"),
+    **dict.fromkeys(
+        ("DocumentEncoder", "EmbeddingChunk", "encoder_identity", "model_fingerprint"), ".documents"
+    ),
+    "CollectionError": ".errors",
+    **dict.fromkeys(("EncoderIdentity", "same_encoder"), ".identity"),
+    **dict.fromkeys(
+        ("DEFAULT_INSTRUCTIONS", "InstructionError", "QueryEncoder", "build_query_text", "query_text"),
+        ".queries",
+    ),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DEFAULT_INSTRUCTIONS",
@@ -11,9 +26,11 @@ __all__ = [
     "Document",
     "DocumentEncoder",
     "EmbeddingChunk",
+    "EncoderIdentity",
     "InstructionError",
     "QueryEncoder",
     "build_query_text",
+    "encoder_identity",
     "model_fingerprint",
     "query_text",
     "read_collection",

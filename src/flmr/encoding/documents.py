@@ -16,11 +16,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from flmr._deprecation import renamed_keywords, warn_renamed
 from flmr.model.modeling_flmr import encoding_work
+from flmr.model.tokenization_flmr import DEFAULT_DOC_MAXLEN
 from flmr.runtime import cpu_threads
 
 from .collection import Document
 from .errors import CollectionError
+from .identity import EncoderIdentity
 from .images import load_pixel_values
 from .layout import vector_layout
 
@@ -44,24 +47,25 @@ class EmbeddingChunk:
         return list(torch.split(self.embeddings, self.doclens.tolist()))
 
 
-def model_fingerprint(model: Any) -> dict[str, Any]:
-    """What identifies the encoder an index was built with.
-
-    ``digest`` hashes the architecture (the config, without where it was loaded from or in which dtype);
-    ``weight_signature`` holds the mean absolute value of every weight tensor, which a change of precision
-    barely moves and any training changes. [`same_encoder`] compares two fingerprints.
-    """
+def encoder_identity(model: Any) -> EncoderIdentity:
+    """The identity of ``model``'s checkpoint, recorded with the indexes it builds: its name, vector width,
+    architecture digest and weight signature (see [`EncoderIdentity`])."""
     config = _without_volatile_keys(model.config.to_dict())
-    return {
-        "checkpoint": str(getattr(model.config, "_name_or_path", "") or ""),
-        "dim": int(model.config.dim),
-        "digest": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:32],
-        "weight_signature": [
+    return EncoderIdentity(
+        checkpoint=str(getattr(model.config, "_name_or_path", "") or ""),
+        dim=int(model.config.dim),
+        digest=hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:32],
+        weight_signature=tuple(
             float(tensor.detach().float().abs().mean())
             for _, value in sorted(model.state_dict().items())
             for tensor in _weight_tensors(value)
-        ],
-    }
+        ),
+    )
+
+
+def model_fingerprint(model: Any) -> EncoderIdentity:
+    """[`encoder_identity`] under its earlier name."""
+    return encoder_identity(model)
 
 
 def _weight_tensors(value: Any) -> list[torch.Tensor]:
@@ -73,20 +77,6 @@ def _weight_tensors(value: Any) -> list[torch.Tensor]:
     return [value.dequantize() if value.is_quantized else value]
 
 
-def same_encoder(built_with: dict[str, Any], current: dict[str, Any], tolerance: float = 5e-3) -> bool:
-    """Whether two fingerprints describe the same checkpoint (in any dtype, from any folder).
-
-    bfloat16 moves a signature entry by at most ~0.1% (measured on the tiny fixtures and MiniLM), so
-    entries must agree within ``tolerance`` (relative).
-    """
-    if built_with.get("digest") != current.get("digest"):
-        return False
-    stored, now = built_with.get("weight_signature") or [], current.get("weight_signature") or []
-    return len(stored) == len(now) and all(
-        abs(a - b) <= tolerance * max(abs(a), 1e-6) for a, b in zip(stored, now, strict=True)
-    )
-
-
 def _without_volatile_keys(values: dict[str, Any]) -> dict[str, Any]:
     return {
         k: _without_volatile_keys(v) if isinstance(v, dict) else v
@@ -95,13 +85,15 @@ def _without_volatile_keys(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@renamed_keywords(max_length="doc_maxlen")
 class DocumentEncoder:
     r"""Encode documents with an FLMR model into per-document vectors (only the unmasked ones).
 
     Args:
         model: an [`FLMRModelForRetrieval`] with its context tokenizer.
         batch_size: most documents per forward pass.
-        max_length: token limit of a document (the tokenizer's ``doc_maxlen`` also applies).
+        doc_maxlen: token limit of a document (the tokenizer's own ``doc_maxlen`` also applies);
+            ``max_length``, its earlier name, still works, with a ``DeprecationWarning``.
         max_batch_tokens: most padded text tokens per forward pass, so that batches of long documents
             are smaller: on a CPU, a 32 x 512 batch runs far slower per token than 4 x 512 (its
             attention scores overflow the caches). Default: 2048 when the model is on a CPU, no limit
@@ -121,7 +113,7 @@ class DocumentEncoder:
         self,
         model: Any,
         batch_size: int = 32,
-        max_length: int = 512,
+        doc_maxlen: int = DEFAULT_DOC_MAXLEN,
         image_processor: Any = None,
         storage_dtype: torch.dtype = torch.float16,
         image_workers: int = 2,
@@ -132,11 +124,17 @@ class DocumentEncoder:
         self.batch_size = batch_size
         on_cpu = next(model.parameters()).device.type == "cpu"
         self.max_batch_tokens = max_batch_tokens or (CPU_MAX_BATCH_TOKENS if on_cpu else None)
-        self.max_length = max_length
+        self.doc_maxlen = doc_maxlen
         self.image_processor = image_processor
         self.storage_dtype = storage_dtype
         self.image_workers = image_workers
         self.show_progress = show_progress
+
+    @property
+    def max_length(self) -> int:
+        """``doc_maxlen`` under its earlier name (deprecated)."""
+        warn_renamed("DocumentEncoder", "max_length", "doc_maxlen")
+        return self.doc_maxlen
 
     def encode(self, documents: list[Document]) -> list[torch.Tensor]:
         """Vectors of every document, in the collection's order."""
@@ -180,9 +178,9 @@ class DocumentEncoder:
     def _resume_record(self, directory: Path, chunk_size: int) -> dict[str, Any]:
         """The folder's record of settings and chunk digests; a new one if the folder has none."""
         settings = {
-            "encoder": model_fingerprint(self.model),
+            "encoder": encoder_identity(self.model).to_json(),
             "chunk_size": chunk_size,
-            "max_length": self.max_length,
+            "max_length": self.doc_maxlen,  # the key chunk folders have always recorded
             "storage_dtype": str(self.storage_dtype),
         }
         manifest = directory / CHUNK_MANIFEST
@@ -229,12 +227,12 @@ class DocumentEncoder:
         return batches
 
     def _token_counts(self, documents: list[Document]) -> list[int]:
-        """Tokens of each document's text as the model will see it (truncated to ``max_length``)."""
+        """Tokens of each document's text as the model will see it (truncated to ``doc_maxlen``)."""
         counts: list[int] = []
         for start in range(0, len(documents), _COUNTING_SLICE):
             texts = [d.text for d in documents[start : start + _COUNTING_SLICE]]
             encoding = self.model.context_tokenizer(
-                texts, padding="longest", truncation="longest_first", max_length=self.max_length
+                texts, padding="longest", truncation="longest_first", max_length=self.doc_maxlen
             )
             counts += encoding["attention_mask"].sum(dim=1).tolist()
         return counts
@@ -258,7 +256,7 @@ class DocumentEncoder:
 
     def layout(self, document: Document, num_vectors: int) -> list[dict]:
         """Where each of ``document``'s ``num_vectors`` encoded vectors comes from (see [`vector_layout`])."""
-        return vector_layout(document, num_vectors, self.image_block, self.max_length)
+        return vector_layout(document, num_vectors, self.image_block, self.doc_maxlen)
 
     @torch.inference_mode()
     def _encode_batch(self, batch: list[Document], pixel_values: torch.Tensor | None) -> list[torch.Tensor]:
@@ -268,7 +266,7 @@ class DocumentEncoder:
         encoded on its own through the same vision path, so each block is what ``doc()`` would give it.
         """
         encoding = self.model.context_tokenizer(
-            [d.text for d in batch], padding="longest", truncation="longest_first", max_length=self.max_length
+            [d.text for d in batch], padding="longest", truncation="longest_first", max_length=self.doc_maxlen
         )
         # The whole batch, its glue included, runs with the threads its forward passes are sized to.
         with cpu_threads(encoding_work(self.model, encoding["input_ids"], pixel_values)):

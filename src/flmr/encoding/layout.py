@@ -36,12 +36,12 @@ LAYOUT_FIELD = "vector_layout"
 DOCUMENT_MARKER_LABEL = "[D]"
 
 
-def vector_layout(document: Document, num_vectors: int, image_block: int, max_length: int) -> list[dict]:
+def vector_layout(document: Document, num_vectors: int, image_block: int, doc_maxlen: int) -> list[dict]:
     """The blocks of ``document``'s ``num_vectors`` stored vectors, in order (JSON-ready).
 
     Each image block has ``image_block`` vectors and names its ``source`` file (None for pre-extracted
-    features without a path); the text block holds the rest and records the ``max_length`` the text
-    was truncated to, so that re-tokenising the stored text finds the same tokens.
+    features without a path); the text block holds the rest and records the ``doc_maxlen`` the text
+    was truncated to (under the stored key ``max_length``), so that re-tokenising the stored text finds the same tokens.
     """
     images = document.num_images
     text_vectors = num_vectors - images * image_block
@@ -52,7 +52,7 @@ def vector_layout(document: Document, num_vectors: int, image_block: int, max_le
         )
     sources = document.image_paths + [None] * (images - len(document.image_paths))
     blocks: list[dict] = [{"kind": "image", "vectors": image_block, "source": source} for source in sources]
-    blocks.append({"kind": "text", "vectors": text_vectors, "max_length": max_length})
+    blocks.append({"kind": "text", "vectors": text_vectors, "max_length": doc_maxlen})
     return blocks
 
 
@@ -131,14 +131,14 @@ def document_tokens(
 
 
 def _text_tokens(
-    text: str, max_length: int, context_tokenizer: Any, mask_punctuation: bool
+    text: str, doc_maxlen: int, context_tokenizer: Any, mask_punctuation: bool
 ) -> list[tuple[str, int | None, int | None]]:
     """(token, start, end) of the tokens the model keeps, in order, as the encoder tokenised them."""
     encoding = context_tokenizer(
         [text],
         padding="longest",
         truncation="longest_first",
-        max_length=max_length,
+        max_length=doc_maxlen,
         return_offsets_mapping=True,
     )
     ids = encoding["input_ids"][0].tolist()

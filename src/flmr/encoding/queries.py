@@ -25,6 +25,8 @@ QueryForm = Literal["image_and_question", "question", "image"]
 # How explanations name the query marker [unused0].
 QUERY_MARKER_LABEL = "[Q]"
 INSTRUCTION_SEPARATOR = ":"
+# The original M2KR evaluation and training feed a black 336x336 image to queries without one (e.g. MSMARCO).
+MISSING_IMAGE_SIZE = 336
 # Per query form, an instruction PreFLMR was trained with (M2KR, see the M2KR protocol): the first of
 # the 8 fixed image + question instructions, and the first of the image-only (WIT / IGLUE / KVQA)
 # ones. M2KR's question-only task (MSMARCO) takes its instructions from the data, not available here:
@@ -35,6 +37,20 @@ DEFAULT_INSTRUCTIONS: dict[QueryForm, str] = {
     "question": "Retrieve documents that provide an answer to the question",
     "image": "Identify the document that is connected to this image.",
 }
+
+
+def query_image(image_path: str | None, image_root: str | os.PathLike | None) -> str | Image.Image:
+    """An M2KR query's image: ``image_path`` under ``image_root``, or a black 336x336 image when there is none.
+
+    Example:
+        >>> query_image(None, "/images").size
+        (336, 336)
+        >>> query_image("val2014/1.jpg", "/images")
+        '/images/val2014/1.jpg'
+    """
+    if not image_path:
+        return Image.new("RGB", (MISSING_IMAGE_SIZE, MISSING_IMAGE_SIZE))
+    return os.path.join(image_root, image_path) if image_root is not None else image_path
 
 
 class InstructionError(ValueError):

@@ -21,7 +21,7 @@ _EXPORTS = {
             "load_m2kr_config",
             "load_m2kr_split",
         ),
-        ".m2kr_data",
+        "flmr.data.m2kr",
     ),
     **dict.fromkeys(
         (
@@ -32,7 +32,7 @@ _EXPORTS = {
             "pseudo_recall_at_ks",
             "recall_at_ks",
         ),
-        ".metrics",
+        "flmr.search.metrics",
     ),
     **dict.fromkeys(
         (
@@ -58,6 +58,7 @@ _EXPORTS = {
             "evaluate_m2kr",
             "evaluate_task",
             "original_plaid_settings",
+            "original_search_settings",
         ),
         ".runner",
     ),
@@ -85,6 +86,7 @@ __all__ = [
     "markdown_report",
     "mean_metrics",
     "original_plaid_settings",
+    "original_search_settings",
     "pseudo_recall_at_ks",
     "query_image",
     "query_text",

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .m2kr_data import M2KR_TASKS
+from flmr.data.m2kr import M2KR_TASKS
 
 # The columns of the seed README's table, per task.
 HEADLINE_METRICS: dict[str, tuple[str, ...]] = {

@@ -15,21 +15,22 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from flmr.encoding import QueryEncoder, model_fingerprint, same_encoder
+from flmr.data.m2kr import PSEUDO_RECALL_TASKS, M2KRDataError, M2KRSplit, load_m2kr_split
+from flmr.encoding import QueryEncoder, encoder_identity
 from flmr.index import Index
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import resolve_image_processor
 from flmr.retrieval import Retriever
-from flmr.search import ExactSearcher, PlaidSearcher
+from flmr.search import Searcher, build_searcher
+from flmr.search.metrics import DEFAULT_KS, mean_metrics, metric_name, pseudo_recall_at_ks, recall_at_ks
+from flmr.search.settings import PlaidSettings, SearchSettings
 
-from .m2kr_data import PSEUDO_RECALL_TASKS, M2KRDataError, M2KRSplit, load_m2kr_split
-from .metrics import DEFAULT_KS, mean_metrics, metric_name, pseudo_recall_at_ks, recall_at_ks
 from .queries import query_image, row_query_text
 from .report import write_report
 
@@ -50,8 +51,10 @@ class EvaluationSettings:
         doc_maxlen: token limit of a passage.
         query_batch_size / indexing_batch_size: queries / passages per forward pass.
         queries_per_part: queries searched and saved together; the unit an interrupted run resumes from.
-        exact: rank every passage by exact MaxSim instead of PLAID search.
-        search_settings: PLAID settings overriding the original engine's choice for the largest K.
+        search: how passages are searched (default: PLAID with the original engine's settings for the
+            largest K, ``original_search_settings``).
+        exact, search_settings: the earlier form of ``search`` (exact MaxSim; flat PLAID options
+            overriding the original engine's choice), folded into ``search`` when it is not given.
         max_queries: evaluate only the first N queries (quick checks).
         index_root: folder for the passage indexes (default: each task's run folder).
         reindex: rebuild the index even when one exists.
@@ -69,6 +72,7 @@ class EvaluationSettings:
     query_batch_size: int = 8
     indexing_batch_size: int = 64
     queries_per_part: int = 256
+    search: SearchSettings | None = None
     exact: bool = False
     search_settings: dict[str, Any] = field(default_factory=dict)
     max_queries: int | None = None
@@ -84,6 +88,10 @@ class EvaluationSettings:
             raise ValueError(f"ks must be positive integers, got {self.ks}")
         if self.queries_per_part < 1 or self.query_batch_size < 1 or self.indexing_batch_size < 1:
             raise ValueError("batch sizes and queries_per_part must be positive")
+        if self.search is None:
+            original = original_search_settings(max(self.ks))
+            plaid = replace(original.plaid, **self.search_settings)
+            self.search = replace(original, exact=self.exact, plaid=plaid)
 
     def computes_pseudo_recall(self, task: str) -> bool:
         return task in PSEUDO_RECALL_TASKS if self.pseudo_recall is None else self.pseudo_recall
@@ -121,6 +129,16 @@ def original_plaid_settings(k: int) -> dict[str, Any]:
         settings = {"ncells": 4, "centroid_score_threshold": 0.4, "ndocs": max(k * 4, 4096)}
     # The original generates candidates from the text part of the query only.
     return {**settings, "candidate_query_vectors": "text_first_32"}
+
+
+def original_search_settings(k: int) -> SearchSettings:
+    """``original_plaid_settings(k)`` as ``SearchSettings``.
+
+    Example:
+        >>> original_search_settings(10).plaid.ncells
+        1
+    """
+    return SearchSettings(plaid=PlaidSettings(**original_plaid_settings(k)))
 
 
 def evaluate_m2kr(
@@ -245,7 +263,7 @@ def _run_state(
         "task": data.task,
         "split": data.split,
         "model": model_name,
-        "encoder_digest": model_fingerprint(model)["digest"],
+        "encoder_digest": encoder_identity(model).digest,
         "num_queries": num_queries,
         "num_passages": len(data.passages),
         "ks": list(settings.ks),
@@ -258,9 +276,8 @@ def _run_state(
 
 
 def _search_description(settings: EvaluationSettings) -> dict[str, Any]:
-    if settings.exact:
-        return {"exact": True}
-    return {"exact": False, **original_plaid_settings(max(settings.ks)), **settings.search_settings}
+    assert settings.search is not None  # set by EvaluationSettings.__post_init__
+    return {"exact": True} if settings.search.exact else settings.search.to_options()
 
 
 def _finished_result(run_dir: Path, state: dict[str, Any]) -> TaskResult | None:
@@ -311,7 +328,7 @@ def _passage_index(
     path = root / f"{data.task}_{data.split}_passages.nbits={settings.nbits}"
     if path.is_dir() and not settings.reindex:
         index = Index.load(path)
-        if not same_encoder(index.encoder, model_fingerprint(model)):
+        if not index.encoder.same_as(encoder_identity(model)):
             raise EvaluationStateError(
                 f"the index at {path} was built with another checkpoint; rebuild it (reindex) or use another folder"
             )
@@ -325,7 +342,7 @@ def _passage_index(
         nbits=settings.nbits,
         overwrite=True,
         image_root=image_root,
-        max_length=settings.doc_maxlen,
+        doc_maxlen=settings.doc_maxlen,
         show_progress=show_progress,
     )
 
@@ -415,11 +432,8 @@ def _search_parts(
             bar.update(len(rows))
 
 
-def _searcher(index: Index, settings: EvaluationSettings) -> ExactSearcher | PlaidSearcher:
-    if settings.exact:
-        return ExactSearcher(index, device=settings.device)
-    plaid = {k: v for k, v in _search_description(settings).items() if k != "exact"}
-    return PlaidSearcher(index, device=settings.device, **plaid)
+def _searcher(index: Index, settings: EvaluationSettings) -> Searcher:
+    return build_searcher(index, settings.search, device=settings.device)
 
 
 def _part_path(parts_dir: Path, number: int) -> Path:
@@ -515,4 +529,5 @@ __all__ = [
     "evaluate_m2kr",
     "evaluate_task",
     "original_plaid_settings",
+    "original_search_settings",
 ]

@@ -19,7 +19,7 @@ from flmr.index.sharded import (
     write_sharded_index,
     write_shards_manifest,
 )
-from flmr.index.storage import StoredDocument
+from flmr.index.storage import StoredDocument, stored_fields
 from flmr.index.verify import VerifyReport, verify_index
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "is_sharded_index",
     "iter_chunks",
     "read_shards_manifest",
+    "stored_fields",
     "train_centroids",
     "train_codec",
     "verify_index",

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flmr.encoding.identity import EncoderIdentity
 from flmr.index.codec import ResidualCodec, check_nbits
 from flmr.index.index import Index
 from flmr.index.inputs import (
@@ -153,7 +154,7 @@ class IndexWriter:
         doclens: torch.Tensor | Sequence[int] | None = None,
         documents: Sequence[Mapping[str, Any]] | None = None,
         *,
-        encoder: Mapping[str, Any] | None = None,
+        encoder: EncoderIdentity | Mapping[str, Any] | None = None,
         encoding: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         expected_num_vectors: int | None = None,
@@ -163,8 +164,8 @@ class IndexWriter:
         ``embeddings`` is a list of per-document (n_tokens_i, dim) tensors, a flat (N, dim) tensor with
         ``doclens``, or an iterable of chunks (see ``iter_chunks``) for collections larger than RAM. With a
         stream, k-means samples its first chunks, so shuffle the collection or pass ``num_partitions`` or
-        ``expected_num_vectors`` for a stream of over 2M vectors. ``encoder`` (checkpoint name, hash, ...)
-        is stored in the manifest, and so is ``encoding`` (how the documents were encoded, e.g.
+        ``expected_num_vectors`` for a stream of over 2M vectors. ``encoder`` (an [`EncoderIdentity`] or its JSON
+        object) is stored in the manifest, and so is ``encoding`` (how the documents were encoded, e.g.
         ``{"max_length": 512}``), which ``Retriever.add`` reuses. Documents with no vectors are allowed
         and are never retrieved. The new index replaces an older one (``overwrite=True``) under the
         index's write lock; a build killed at any point leaves the older index (restored on next open).
@@ -172,7 +173,12 @@ class IndexWriter:
         destination = Path(path)
         with build_folder(destination, overwrite) as folder:
             manifest = self._build(
-                folder, embeddings, doclens, documents, dict(encoder or {}), expected_num_vectors
+                folder,
+                embeddings,
+                doclens,
+                documents,
+                EncoderIdentity.from_json(encoder).to_json(),
+                expected_num_vectors,
             )
             manifest["index_id"] = uuid.uuid4().hex
             manifest["encoding"] = dict(encoding or {})

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flmr.encoding.identity import EncoderIdentity
 from flmr.index.codec import ResidualCodec
 from flmr.index.errors import DAMAGED_HINT, DuplicateIdError, IndexFormatError
 from flmr.index.inputs import DEFAULT_DOCS_PER_CHUNK, DocumentChunk, EmbeddingsInput, iter_chunks
@@ -352,9 +353,11 @@ class Index:
         return dict(self.manifest["settings"])
 
     @property
-    def encoder(self) -> dict[str, Any]:
-        """Free-form description of the encoder that produced the embeddings, as given at build time."""
-        return dict(self.manifest.get("encoder", {}))
+    def encoder(self) -> EncoderIdentity:
+        """The encoder (checkpoint) that produced the embeddings, as recorded at build time; empty for
+        indexes built before it was recorded. It also reads as the recorded JSON object
+        (``index.encoder["checkpoint"]``)."""
+        return EncoderIdentity.from_json(self.manifest.get("encoder"))
 
     @property
     def encoding(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flmr.encoding.identity import EncoderIdentity
 from flmr.index.codec import ResidualCodec
 from flmr.index.errors import DuplicateIdError, IndexFormatError
 from flmr.index.index import DEFAULT_AUTO_REFRESH, Index
@@ -330,8 +331,8 @@ class ShardedIndex:
         return self.shards[0].codec
 
     @property
-    def encoder(self) -> dict[str, Any]:
-        """The encoder description shard 0 recorded at build time (see ``Index.encoder``)."""
+    def encoder(self) -> EncoderIdentity:
+        """The encoder shard 0 recorded at build time (see ``Index.encoder``)."""
         return self.shards[0].encoder
 
     @property

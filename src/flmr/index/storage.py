@@ -21,7 +21,7 @@ import shutil
 import signal
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ from flmr.index.locking import DEFAULT_LOCK_TIMEOUT, BuildLock, write_lock
 FORMAT_NAME = "flmr-plaid-index"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-DOCUMENT_FIELDS = ("id", "text", "image_path", "metadata", "vector_layout")
 _NPY_HEADER_BYTES = 256  # room for any shape; a multiple of 64 keeps the data aligned
 CRASH_ENV = "FLMR_TEST_CRASH_AT"  # test hook: the process kills itself at the named commit phase
 _CHECKSUM_BLOCK = 1 << 20
@@ -75,6 +74,26 @@ class StoredDocument:
     def to_dict(self) -> dict[str, Any]:
         """The stored fields, and ``image_paths``."""
         return {**asdict(self), "image_paths": self.image_paths}
+
+
+# The stored-document schema: every writer of an index (Retriever, Ray encoding) stores these fields.
+DOCUMENT_FIELDS = tuple(field.name for field in fields(StoredDocument))
+
+
+def stored_fields(document: Any, vector_layout: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What an index stores for ``document``: its ``id``, ``text``, ``image_path`` and ``metadata`` (any
+    object with those attributes, such as [`flmr.encoding.Document`]) and its ``vector_layout`` (see
+    [`flmr.encoding.layout.vector_layout`]).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> stored_fields(SimpleNamespace(id="d1", text="Paris", image_path=None, metadata={}))
+        {'id': 'd1', 'text': 'Paris', 'image_path': None, 'metadata': {}, 'vector_layout': None}
+    """
+    return {
+        **{name: getattr(document, name) for name in DOCUMENT_FIELDS if name != "vector_layout"},
+        "vector_layout": vector_layout,
+    }
 
 
 def crash_point(phase: str) -> None:

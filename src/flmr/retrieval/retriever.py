@@ -9,26 +9,27 @@ from typing import Any
 
 import torch
 
+from flmr._deprecation import renamed_keywords
 from flmr.encoding import (
     Document,
     DocumentEncoder,
+    EncoderIdentity,
     QueryEncoder,
-    model_fingerprint,
+    encoder_identity,
     read_collection,
-    same_encoder,
 )
 from flmr.encoding.layout import document_tokens
 from flmr.encoding.queries import ImageInput, build_query_text
-from flmr.index import DocumentChunk, Index, IndexExistsError, IndexWriter
+from flmr.index import DocumentChunk, Index, IndexExistsError, IndexWriter, stored_fields
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import load_image_processor
 from flmr.model.precision import apply_precision
-from flmr.search import ExactSearcher, Explanation, PlaidSearcher, SearchHit, explain_document
+from flmr.model.tokenization_flmr import DEFAULT_DOC_MAXLEN
+from flmr.search import Explanation, SearchHit, build_searcher, explain_document
 from flmr.search.filters import MetadataFilter
-from flmr.search.hybrid import Fusion, HybridSearcher
+from flmr.search.settings import Fusion, SearchSettings, search_settings
 
 ENCODING_CHUNK_SIZE = 10_000
-DEFAULT_MAX_LENGTH = 512
 STORAGE_DTYPE = "float16"  # DocumentEncoder's storage dtype, recorded with the index
 
 
@@ -43,7 +44,7 @@ class EncoderMismatchError(ValueError):
     """An index was built with another checkpoint than the one that encodes the queries."""
 
 
-def recorded_max_length(index: Index) -> int:
+def recorded_doc_maxlen(index: Index) -> int:
     """The token limit the index's documents were encoded with.
 
     Read from the index's encoding record; an index built before it existed is asked through the
@@ -53,18 +54,7 @@ def recorded_max_length(index: Index) -> int:
     if recorded is None and index.num_documents:
         layout = index.document(0).vector_layout or []
         recorded = next((block.get("max_length") for block in layout if block.get("kind") == "text"), None)
-    return int(recorded or DEFAULT_MAX_LENGTH)
-
-
-def stored_fields(document: Document, layout: list[dict] | None = None) -> dict[str, Any]:
-    """What the index stores for ``document``; ``layout`` is its ``vector_layout`` (see [`vector_layout`])."""
-    return {
-        "id": document.id,
-        "text": document.text,
-        "image_path": document.image_path,
-        "metadata": document.metadata,
-        "vector_layout": layout,
-    }
+    return int(recorded or DEFAULT_DOC_MAXLEN)
 
 
 class Retriever:
@@ -97,12 +87,17 @@ class Retriever:
         batch_size: int = 32,
         precision: str = "float32",
     ):
-        # The fingerprint is the checkpoint's, taken before any change of precision.
-        self.fingerprint = model_fingerprint(model)
+        # The identity is the checkpoint's, taken before any change of precision.
+        self.encoder_identity = encoder_identity(model)
         self.model = apply_precision(model.to(device), precision, device)
         self.device = device
         self.batch_size = batch_size
         self._image_processor = image_processor
+
+    @property
+    def fingerprint(self) -> EncoderIdentity:
+        """[`encoder_identity`] under its earlier name."""
+        return self.encoder_identity
 
     @classmethod
     def from_pretrained(
@@ -120,6 +115,7 @@ class Retriever:
     # -------------------------------------------------------------------------------------------
     # indexing
     # -------------------------------------------------------------------------------------------
+    @renamed_keywords(max_length="doc_maxlen")
     def index(
         self,
         collection: Any,
@@ -127,14 +123,15 @@ class Retriever:
         nbits: int = 2,
         overwrite: bool = False,
         image_root: str | os.PathLike | None = None,
-        max_length: int = DEFAULT_MAX_LENGTH,
+        doc_maxlen: int = DEFAULT_DOC_MAXLEN,
         show_progress: bool = True,
         **writer_settings: Any,
     ) -> Index:
         """Encode ``collection`` (see [`read_collection`]) and build a compressed index at ``path``.
 
-        Encoded chunks are kept in ``<path>.chunks/`` until the index is written, so an interrupted
-        run resumes where it stopped when called again.
+        ``doc_maxlen`` is the token limit of a document (``max_length``, its earlier name, still works,
+        with a ``DeprecationWarning``). Encoded chunks are kept in ``<path>.chunks/`` until the index is
+        written, so an interrupted run resumes where it stopped when called again.
         """
         path = Path(path)
         if path.exists() and not overwrite:
@@ -142,16 +139,18 @@ class Retriever:
         documents = read_collection(collection, image_root)
         chunk_dir = encoding_chunks_folder(path)
         writer = IndexWriter(nbits=nbits, device=self.device, show_progress=show_progress, **writer_settings)
-        chunks = self._encoded_chunks(documents, chunk_dir, max_length, show_progress)
-        encoding = {"max_length": max_length, "storage_dtype": STORAGE_DTYPE}
-        index = writer.write(path, chunks, encoder=self.fingerprint, encoding=encoding, overwrite=overwrite)
+        chunks = self._encoded_chunks(documents, chunk_dir, doc_maxlen, show_progress)
+        encoding = {"max_length": doc_maxlen, "storage_dtype": STORAGE_DTYPE}  # the keys indexes record
+        index = writer.write(
+            path, chunks, encoder=self.encoder_identity, encoding=encoding, overwrite=overwrite
+        )
         shutil.rmtree(chunk_dir, ignore_errors=True)
         return index
 
     def add(self, index: Index | str | os.PathLike, collection: Any, image_root: str | None = None) -> range:
         """Encode and append documents to an existing index; returns their pids.
 
-        Documents are encoded as the index's were (its recorded ``max_length``). Raises
+        Documents are encoded as the index's were (its recorded ``doc_maxlen``). Raises
         ``DuplicateIdError`` naming an id the index already has (see [`upsert`]).
         """
         return self._add(index, collection, image_root, replace=False)
@@ -167,7 +166,7 @@ class Retriever:
     ) -> range:
         index = self._open(index)
         documents = read_collection(collection, image_root)
-        encoder = self._document_encoder(recorded_max_length(index), show_progress=False)
+        encoder = self._document_encoder(recorded_doc_maxlen(index), show_progress=False)
         vectors = encoder.encode(documents)
         fields = [
             stored_fields(d, encoder.layout(d, v.shape[0])) for d, v in zip(documents, vectors, strict=True)
@@ -176,9 +175,9 @@ class Retriever:
         return write(vectors, documents=fields, device=self.device)
 
     def _encoded_chunks(
-        self, documents: list[Document], chunk_dir: Path, max_length: int, show_progress: bool
+        self, documents: list[Document], chunk_dir: Path, doc_maxlen: int, show_progress: bool
     ) -> Iterator[DocumentChunk]:
-        encoder = self._document_encoder(max_length, show_progress)
+        encoder = self._document_encoder(doc_maxlen, show_progress)
         for chunk in encoder.encode_to_chunks(documents, chunk_dir, ENCODING_CHUNK_SIZE):
             chunk_documents = documents[chunk.first_document : chunk.first_document + len(chunk.doclens)]
             fields = [
@@ -187,11 +186,11 @@ class Retriever:
             ]
             yield DocumentChunk(chunk.embeddings, chunk.doclens, fields)
 
-    def _document_encoder(self, max_length: int, show_progress: bool) -> DocumentEncoder:
+    def _document_encoder(self, doc_maxlen: int, show_progress: bool) -> DocumentEncoder:
         return DocumentEncoder(
             self.model,
             batch_size=self.batch_size,
-            max_length=max_length,
+            doc_maxlen=doc_maxlen,
             image_processor=_LazyProcessor(self),
             show_progress=show_progress,
         )
@@ -269,19 +268,22 @@ class Retriever:
         k: int = 10,
         images: Sequence[ImageInput] | ImageInput = None,
         image_features: torch.Tensor | None = None,
-        exact: bool = False,
+        exact: bool | None = None,
         explain: bool = False,
         filter: Mapping[str, Any] | MetadataFilter | None = None,
         hybrid_weight: float | None = None,
-        fusion: Fusion = "linear",
+        fusion: Fusion | None = None,
         instruction: str | Sequence[str | None] | None = None,
-        **plaid_settings: Any,
+        *,
+        settings: SearchSettings | None = None,
+        **plaid_options: Any,
     ) -> list[list[SearchHit]]:
         """The top ``k`` documents of every query, with their stored fields.
 
-        ``exact=True`` scores every document by full MaxSim (the quality reference); otherwise PLAID
-        search with ``plaid_settings`` (``ncells``, ``centroid_score_threshold``, ``ndocs``,
-        ``candidate_query_vectors``). ``explain=True`` attaches an [`Explanation`] of its late-interaction
+        ``settings`` say how to search (see [`SearchSettings`]; default: PLAID with its default knobs).
+        The earlier flat form still works: ``exact=True`` scores every document by full MaxSim (the
+        quality reference), ``plaid_options`` are [`PlaidSettings`]' fields (``ncells``, ``ndocs``...);
+        it cannot be mixed with ``settings``. ``explain=True`` attaches an [`Explanation`] of its late-interaction
         score to every hit (see [`explain`]; a hybrid search reports a fused score instead). A query
         may be None when it has an image (an image-only query).
         ``filter`` keeps only documents whose stored metadata match (see [`flmr.search.filters`], e.g.
@@ -291,24 +293,19 @@ class Retriever:
         ``instruction`` is what PreFLMR checkpoints read before each question (default: the one they were
         trained with for the query's form; see [`query_texts`]).
         """
+        settings = search_settings(settings, exact=exact, **plaid_options)
+        if hybrid_weight is not None:
+            settings = settings.with_hybrid(hybrid_weight, fusion or "linear")
         index = self._open(index)
         model_texts = self.query_texts(queries, images, image_features, instruction)
         Q = self._encode(model_texts, _query_inputs(queries, images)[1], image_features)
-        searcher = (
-            ExactSearcher(index, device=self.device)
-            if exact
-            else PlaidSearcher(index, device=self.device, **plaid_settings)
-        )
-        if hybrid_weight is None:
-            results = searcher.search(Q, k=k, return_documents=True, filter=filter)
-        else:
-            texts = [text or "" for text in _query_inputs(queries, images)[0]]
-            hybrid = HybridSearcher(searcher, weight=hybrid_weight, fusion=fusion)
-            results = hybrid.search(Q, texts, k=k, return_documents=True, filter=filter)
+        texts = [text or "" for text in _query_inputs(queries, images)[0]]
+        searcher = build_searcher(index, settings, device=self.device)
+        results = searcher.search(Q, k, True, filter, query_texts=texts)
         if not explain:
             return results
         _, query_images = _query_inputs(queries, images)
-        normalize = plaid_settings.get("normalize_decompressed", True)
+        normalize = settings.normalize_decompressed
         explained = []
         for q, (text, hits) in enumerate(zip(model_texts, results, strict=True)):
             has_image = image_features is not None or (
@@ -402,12 +399,10 @@ class Retriever:
             index.refresh_if_due()
         else:
             index = Index.load(index)
-        built_with = index.encoder
-        if built_with.get("digest") and not same_encoder(built_with, self.fingerprint):
+        if not index.encoder.compatible_with(self.encoder_identity):
             raise EncoderMismatchError(
-                f"the index at {index.path} was built with another checkpoint "
-                f"({built_with.get('checkpoint') or 'unnamed'}, digest {built_with['digest']}) than this retriever's "
-                f"({self.fingerprint['checkpoint'] or 'unnamed'}, digest {self.fingerprint['digest']}): "
+                f"the index at {index.path} was built with another checkpoint ({index.encoder.describe()}) "
+                f"than this retriever's ({self.encoder_identity.describe()}): "
                 "re-index with this checkpoint or search with the one that built it"
             )
         return index

@@ -19,11 +19,22 @@ _EXPORTS = {
     "PlaidSearcher": ".plaid",
     "SearchHit": ".results",
     "ShardedSearcher": ".sharded",
+    "Searcher": ".base",
+    "build_searcher": ".build",
+    **dict.fromkeys(("SearchError", "SearchSettingsError"), ".errors"),
+    **dict.fromkeys(("HybridSettings", "PlaidSettings", "SearchSettings"), ".settings"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "ExactSearcher",
+    "HybridSettings",
+    "PlaidSettings",
+    "SearchError",
+    "SearchSettings",
+    "SearchSettingsError",
+    "Searcher",
+    "build_searcher",
     "Explanation",
     "FilterError",
     "HybridHit",

@@ -13,9 +13,12 @@ from flmr.index.codec import ResidualCodec
 from flmr.index.index import Index
 from flmr.index.inputs import EmbeddingsInput, iter_chunks
 from flmr.runtime import sized_threads
+from flmr.search.base import Searcher, check_k
+from flmr.search.errors import SearchError
 from flmr.search.filters import MetadataFilter, compile_filter
 from flmr.search.maxsim import as_query_batch, maxsim_totals, nonzero_rows, segment_max
 from flmr.search.results import SearchHit, make_hits
+from flmr.search.settings import SearchSettings, search_settings
 
 DEFAULT_MAX_SCORE_ELEMENTS = 1 << 25  # floats in one (document vectors x query vectors) score block
 
@@ -77,7 +80,7 @@ def score_pairs(
     return maxsim_totals(segment_max(token_scores, owners.to(device), pids.numel(), float("-inf")))
 
 
-class ExactSearcher:
+class ExactSearcher(Searcher):
     """Scores every document with full MaxSim, in memory-bounded blocks, all queries of a batch at once.
 
     The documents are either an ``Index`` (vectors decompressed block by block, deleted documents
@@ -96,12 +99,14 @@ class ExactSearcher:
         documents: Index | str | Path | EmbeddingsInput,
         doclens: torch.Tensor | Sequence[int] | None = None,
         *,
+        settings: SearchSettings | None = None,
         device: str | torch.device = "cpu",
-        normalize_decompressed: bool = True,
+        normalize_decompressed: bool | None = None,
         max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS,
     ) -> None:
+        self.settings = search_settings(settings, normalize_decompressed=normalize_decompressed)
         self.device = torch.device(device)
-        self.normalize_decompressed = normalize_decompressed
+        self.normalize_decompressed = self.settings.normalize_decompressed
         self.max_score_elements = max_score_elements
         self.index: Index | None = None
         if isinstance(documents, (str, Path)):
@@ -112,7 +117,7 @@ class ExactSearcher:
         else:
             chunks = list(iter_chunks(documents, doclens))
             if not chunks:
-                raise ValueError("empty collection: no documents were given")
+                raise SearchError("empty collection: no documents were given")
             self.vectors = torch.cat([c.embeddings for c in chunks]).float().to(self.device)
             self.doclens = torch.cat([c.doclens for c in chunks]).long().to(self.device)
             self.doc_offsets = torch.cat([self.doclens.new_zeros(1), self.doclens.cumsum(0)])
@@ -125,17 +130,20 @@ class ExactSearcher:
         k: int = 10,
         return_documents: bool = False,
         filter: Mapping[str, Any] | MetadataFilter | None = None,
+        *,
+        query_texts: Sequence[str] | None = None,
     ) -> list[list[SearchHit]]:
         """Top-``k`` documents by MaxSim for each query of a (num_queries, q_len, dim) batch.
 
-        ``filter`` (see ``flmr.search.filters``) keeps only the documents whose stored metadata match;
-        it needs an index. Only matching documents are decompressed and scored.
+        See ``Searcher.search`` for the arguments and guarantees (``query_texts`` are not read). A
+        ``filter`` needs an index; only matching documents are decompressed and scored.
         """
+        check_k(k)
         metadata_filter = compile_filter(filter)
         allowed = None
         if metadata_filter is not None:
             if self.index is None:
-                raise ValueError("a filter needs an index with a document store, not raw embeddings")
+                raise SearchError("a filter needs an index with a document store, not raw embeddings")
             allowed = metadata_filter.mask(self.index).nonzero().flatten()
         queries = as_query_batch(queries, self.dim).to(self.device)
         rows = [nonzero_rows(query) for query in queries]
@@ -157,8 +165,10 @@ class ExactSearcher:
                 min(k, best_scores.shape[1] + pids.shape[0]), dim=1
             )
             best_pids = torch.cat([best_pids, pids[None].expand(len(rows), -1)], dim=1).gather(1, order)
-        return [
+        return [  # a query without non-zero vectors matches nothing
             make_hits(best_pids[q].cpu(), best_scores[q].cpu(), self.index, return_documents)
+            if len(rows[q])
+            else []
             for q in range(len(rows))
         ]
 

@@ -26,7 +26,7 @@ at depth 100 (on 10,000 Debian descriptions: 55 ms per query against 46 ms for P
 
 Example:
     >>> searcher = HybridSearcher(PlaidSearcher("my_index"), weight=0.3)  # doctest: +SKIP
-    >>> hits = searcher.search(query_embeddings, ["libssl3 upgrade"], k=10)[0]  # doctest: +SKIP
+    >>> hits = searcher.search(query_embeddings, k=10, query_texts=["libssl3 upgrade"])[0]  # doctest: +SKIP
     >>> hits[0].score, hits[0].late_interaction_score, hits[0].bm25_score  # doctest: +SKIP
 """
 
@@ -35,24 +35,24 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 
 from flmr.extras import require_extra
 from flmr.index.index import Index
-from flmr.search.exact import ExactSearcher, score_documents
+from flmr.search.base import Searcher, check_k
+from flmr.search.errors import SearchError, SearchSettingsError
+from flmr.search.exact import score_documents
 from flmr.search.filters import MetadataFilter, compile_filter, store_key, stored_records
 from flmr.search.maxsim import as_query_batch, nonzero_rows
-from flmr.search.plaid import PlaidSearcher
 from flmr.search.results import SearchHit
+from flmr.search.settings import DEFAULT_HYBRID_DEPTH, FUSIONS, Fusion, HybridSettings
 
-Fusion = Literal["linear", "rrf"]
-FUSIONS = ("linear", "rrf")
 RRF_CONSTANT = 60
-DEFAULT_DEPTH = 100
+DEFAULT_DEPTH = DEFAULT_HYBRID_DEPTH
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def fuse(
     raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
 
 
-class HybridSearcher:
+class HybridSearcher(Searcher):
     """Late-interaction search fused with BM25 over the stored texts (see the module docstring).
 
     Args:
@@ -161,44 +161,65 @@ class HybridSearcher:
 
     Example:
         >>> hybrid = HybridSearcher(ExactSearcher(index), weight=0.5, fusion="rrf")  # doctest: +SKIP
-        >>> hybrid.search(Q, ["How do I play chess?"], k=5, filter={"lang": "en"})  # doctest: +SKIP
+        >>> hybrid.search(Q, k=5, filter={"lang": "en"}, query_texts=["How do I play chess?"])  # doctest: +SKIP
     """
 
     def __init__(
         self,
-        searcher: PlaidSearcher | ExactSearcher,
-        weight: float = 0.5,
-        fusion: Fusion = "linear",
-        depth: int = DEFAULT_DEPTH,
+        searcher: Searcher,
+        weight: float | None = None,
+        fusion: Fusion | None = None,
+        depth: int | None = None,
+        *,
+        settings: HybridSettings | None = None,
     ) -> None:
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"the hybrid weight must be in [0, 1], got {weight}")
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        if depth < 1:
-            raise ValueError(f"depth must be positive, got {depth}")
-        if searcher.index is None:
-            raise ValueError("hybrid search needs an index with stored texts, not raw embeddings")
+        if settings is None:
+            settings = HybridSettings(
+                weight=0.5 if weight is None else weight,
+                fusion=fusion or "linear",
+                depth=depth or DEFAULT_DEPTH,
+            )
+        elif weight is not None or fusion is not None or depth is not None:
+            raise SearchSettingsError("pass either settings= or weight/fusion/depth, not both")
+        if not isinstance(searcher.index, Index):
+            raise SearchError(
+                "hybrid search needs the late-interaction searcher of one index with stored texts "
+                f"(a {type(searcher).__name__} over {type(searcher.index).__name__} has none)"
+            )
         self.searcher = searcher
         self.index: Index = searcher.index
-        self.weight = weight
-        self.fusion = fusion
-        self.depth = depth
+        self.settings = replace(searcher.settings, hybrid=settings)
+        self.weight = settings.weight
+        self.fusion = settings.fusion
+        self.depth = settings.depth
+
+    @property
+    def device(self) -> torch.device:
+        return self.searcher.device
 
     def search(
         self,
         queries: torch.Tensor,
-        texts: Sequence[str],
         k: int = 10,
         return_documents: bool = False,
         filter: Mapping[str, Any] | MetadataFilter | None = None,
+        *,
+        query_texts: Sequence[str] | None = None,
     ) -> list[list[HybridHit]]:
-        """Top-``k`` fused hits for each query: its vectors (a batch, as the searchers take) and its text."""
-        if k < 1:
-            raise ValueError(f"k must be positive, got {k}")
+        """Top-``k`` fused hits for each query: its vectors (a batch, as the searchers take) and its text.
+
+        See ``Searcher.search``; ``query_texts`` (one per query) are required: BM25 reads them.
+
+        Raises:
+            SearchError: no ``query_texts``, or not one per query.
+        """
+        check_k(k)
         queries = as_query_batch(queries, self.index.dim)
-        if len(texts) != queries.shape[0]:
-            raise ValueError(f"{queries.shape[0]} query embeddings but {len(texts)} query texts")
+        if query_texts is None or len(query_texts) != queries.shape[0]:
+            given = "no" if query_texts is None else len(query_texts)
+            raise SearchError(
+                f"{queries.shape[0]} query embeddings but {given} query texts: BM25 reads one per query"
+            )
         metadata_filter = compile_filter(filter)
         depth = max(k, self.depth)
         late_hits = self.searcher.search(queries, k=depth, filter=metadata_filter)
@@ -206,7 +227,7 @@ class HybridSearcher:
         bm25 = BM25Index.for_index(self.index)
         return [
             self._fuse_one(query, text, hits, allowed, bm25, k, depth, return_documents)
-            for query, text, hits in zip(queries, texts, late_hits, strict=True)
+            for query, text, hits in zip(queries, query_texts, late_hits, strict=True)
         ]
 
     def _fuse_one(
@@ -220,6 +241,8 @@ class HybridSearcher:
         depth: int,
         return_documents: bool,
     ) -> list[HybridHit]:
+        if not bool(query.any()):  # no query vector: no query, whatever its text (as every searcher)
+            return []
         lexical = torch.from_numpy(bm25.scores(text)).float()
         eligible = lexical.masked_fill(~allowed, 0.0)
         top = eligible.topk(min(depth, eligible.shape[0]))

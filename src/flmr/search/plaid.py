@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from flmr.index.index import Index
 from flmr.runtime import sized_threads
+from flmr.search.base import Searcher, check_k
 from flmr.search.exact import ExactSearcher, score_pairs
 from flmr.search.filters import MetadataFilter, compile_filter
 from flmr.search.maxsim import as_query_batch, maxsim_totals, packed_queries, segment_max
 from flmr.search.results import SearchHit, make_hits
+from flmr.search.settings import PlaidSettings, SearchSettings, search_settings
 
-CandidateQueryVectors = Literal["all", "text_first_32"]
 TEXT_QUERY_VECTORS = 32
 # Exact search costs about one unit per (document vector, query vector) pair; the PLAID stages about
 # EXACT_COST_RATIO units per centroid and per document vector they touch (see `exact_is_cheaper`).
@@ -32,7 +33,7 @@ CPU_QUERIES_PER_PASS = 1
 ACCELERATOR_QUERIES_PER_PASS = 32
 
 
-class PlaidSearcher:
+class PlaidSearcher(Searcher):
     """PLAID (ColBERTv2) search, vectorised in torch over several queries at once (CPU or CUDA).
 
     1. Candidates: for each candidate-generating query vector, the ``ncells`` best centroids; the
@@ -72,32 +73,30 @@ class PlaidSearcher:
     def __init__(
         self,
         index: Index | str | Path,
+        settings: SearchSettings | PlaidSettings | None = None,
         *,
-        ncells: int = 4,
-        centroid_score_threshold: float = 0.45,
-        ndocs: int = 2048,
-        candidate_query_vectors: CandidateQueryVectors = "all",
-        normalize_decompressed: bool = True,
-        exact_when_cheaper: bool = True,
-        queries_per_pass: int | None = None,
         device: str | torch.device = "cpu",
+        **options: Any,
     ) -> None:
-        if candidate_query_vectors not in ("all", "text_first_32"):
-            raise ValueError(
-                f"candidate_query_vectors must be 'all' or 'text_first_32', got {candidate_query_vectors!r}"
-            )
-        if ncells < 1 or ndocs < 1:
-            raise ValueError(f"ncells and ndocs must be positive, got ncells={ncells}, ndocs={ndocs}")
+        """``settings`` (or, as earlier versions took them, ``PlaidSettings``' fields and
+        ``normalize_decompressed`` as keyword ``options``) steer the stages; ``settings.exact`` and
+        ``settings.hybrid`` are ``build_searcher``'s business, not this searcher's.
+
+        Raises:
+            SearchSettingsError: an unknown option or a value out of range, or both forms at once.
+        """
+        self.settings = search_settings(settings, **options)
+        plaid = self.settings.plaid
         self.index = index if isinstance(index, Index) else Index.load(index)
-        self.ncells = ncells
-        self.centroid_score_threshold = centroid_score_threshold
-        self.ndocs = ndocs
-        self.candidate_query_vectors = candidate_query_vectors
-        self.normalize_decompressed = normalize_decompressed
-        self.exact_when_cheaper = exact_when_cheaper
+        self.ncells = plaid.ncells
+        self.centroid_score_threshold = plaid.centroid_score_threshold
+        self.ndocs = plaid.ndocs
+        self.candidate_query_vectors = plaid.candidate_query_vectors
+        self.normalize_decompressed = self.settings.normalize_decompressed
+        self.exact_when_cheaper = plaid.exact_when_cheaper
         self.device = torch.device(device)
         on_cpu = self.device.type == "cpu"
-        self.queries_per_pass = queries_per_pass or (
+        self.queries_per_pass = plaid.queries_per_pass or (
             CPU_QUERIES_PER_PASS if on_cpu else ACCELERATOR_QUERIES_PER_PASS
         )
         self._generation = -1
@@ -109,22 +108,22 @@ class PlaidSearcher:
         k: int = 10,
         return_documents: bool = False,
         filter: Mapping[str, Any] | MetadataFilter | None = None,
+        *,
+        query_texts: Sequence[str] | None = None,
     ) -> list[list[SearchHit]]:
         """Top-``k`` hits for each query of a (num_queries, q_len, dim) batch (or one (q_len, dim) query).
 
-        The stages run for ``queries_per_pass`` queries at a time (default: 1 on CPU, 32 elsewhere).
-        ``filter`` (see ``flmr.search.filters``) keeps only
-        documents whose stored metadata match.
+        See ``Searcher.search`` for the arguments and guarantees (``query_texts`` are not read). The
+        stages run for ``queries_per_pass`` queries at a time (default: 1 on CPU, 32 elsewhere).
         """
-        if k < 1:
-            raise ValueError(f"k must be positive, got {k}")
+        check_k(k)
         metadata_filter = compile_filter(filter)
         self._sync_with_index()
         packed, counts = packed_queries(as_query_batch(queries, self.index.dim).to(self.device))
         if self.exact_when_cheaper and self.exact_is_cheaper(k):
-            hits = ExactSearcher(
-                self.index, device=self.device, normalize_decompressed=self.normalize_decompressed
-            ).search(packed, k, return_documents, metadata_filter)
+            hits = ExactSearcher(self.index, settings=self.settings, device=self.device).search(
+                packed, k, return_documents, metadata_filter
+            )
         else:
             allowed = None if metadata_filter is None else metadata_filter.mask(self.index)
             hits = []

@@ -28,7 +28,8 @@ Example:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -48,9 +49,12 @@ from flmr.index.sharded import (  # noqa: F401 - the on-disk format lives in flm
     write_shards_manifest,
 )
 from flmr.index.storage import StoredDocument
+from flmr.search.base import Searcher, check_k
 from flmr.search.exact import ExactSearcher
+from flmr.search.filters import MetadataFilter, compile_filter
 from flmr.search.plaid import PlaidSearcher
 from flmr.search.results import SearchHit
+from flmr.search.settings import SearchSettings, search_settings
 
 
 def merge_hits(per_shard: Sequence[Sequence[SearchHit]], offsets: Sequence[int], k: int) -> list[SearchHit]:
@@ -86,32 +90,34 @@ def merge_batches(
 
 
 def shard_searcher(
-    index: Index, exact: bool = False, device: str | torch.device = "cpu", **plaid_settings: Any
+    index: Index,
+    settings: SearchSettings | None = None,
+    device: str | torch.device = "cpu",
 ) -> ExactSearcher | PlaidSearcher:
-    """The searcher of one shard: exact MaxSim or PLAID with ``plaid_settings``."""
-    if exact:
-        if plaid_settings:
-            raise ValueError(f"exact search takes no PLAID settings, got {sorted(plaid_settings)}")
-        return ExactSearcher(index, device=device)
-    return PlaidSearcher(index, device=device, **plaid_settings)
+    """The searcher of one shard: exact MaxSim or PLAID, as ``settings`` say (their hybrid part is
+    applied around the merged results, not per shard)."""
+    settings = replace(settings or SearchSettings(), hybrid=None)
+    if settings.exact:
+        return ExactSearcher(index, settings=settings, device=device)
+    return PlaidSearcher(index, settings, device=device)
 
 
-class ShardedSearcher:
+class ShardedSearcher(Searcher):
     """Search N shard indexes (one shared codec) as one index: fan out, then merge the top-k exactly.
 
     Args:
         shards: a sharded index folder (with ``shards.json``), a single index folder, a list of index
             folders or loaded ``Index`` objects in pid order, or a loaded ``ShardedIndex``.
-        exact: score by exact MaxSim (``ExactSearcher``) instead of PLAID.
+        settings: how every shard is searched (exact or PLAID and its knobs).
+        exact, options: the earlier keyword form of ``settings`` (``exact=True``, ``ndocs=4096``...).
         device: where the shard searchers run.
-        plaid_settings: ``PlaidSearcher`` options (``ncells``, ``ndocs``...), applied to every shard.
 
     See the module docstring for what is guaranteed to equal a single index's results. Shards are
     searched one after the other in this process; ``flmr.distributed.RayShardedSearcher`` searches them
     in parallel on a Ray cluster with the same merge.
 
     Example:
-        >>> searcher = ShardedSearcher(["shard-a", "shard-b"], exact=True)  # doctest: +SKIP
+        >>> searcher = ShardedSearcher(["shard-a", "shard-b"], SearchSettings(exact=True))  # doctest: +SKIP
         >>> [hit.pid for hit in searcher.search(query_embeddings, k=3)[0]]  # doctest: +SKIP
         [412, 7, 1033]
     """
@@ -119,14 +125,16 @@ class ShardedSearcher:
     def __init__(
         self,
         shards: ShardSource | ShardedIndex,
+        settings: SearchSettings | None = None,
         *,
-        exact: bool = False,
+        exact: bool | None = None,
         device: str | torch.device = "cpu",
-        **plaid_settings: Any,
+        **options: Any,
     ) -> None:
+        self.settings = search_settings(settings, exact=exact, **options)
         self.index = ShardedIndex.load(shards)
         self.shards = self.index.shards
-        self.searchers = [shard_searcher(s, exact, device, **plaid_settings) for s in self.shards]
+        self.searchers = [shard_searcher(shard, self.settings, device) for shard in self.shards]
         self.offsets = self.index.offsets
 
     @property
@@ -138,11 +146,23 @@ class ShardedSearcher:
         return self.index.dim
 
     def search(
-        self, queries: torch.Tensor, k: int = 10, return_documents: bool = False
+        self,
+        queries: torch.Tensor,
+        k: int = 10,
+        return_documents: bool = False,
+        filter: Mapping[str, Any] | MetadataFilter | None = None,
+        *,
+        query_texts: Sequence[str] | None = None,
     ) -> list[list[SearchHit]]:
-        """Top-``k`` hits (global pids) for each query of a (num_queries, q_len, dim) batch."""
+        """Top-``k`` hits (global pids) for each query of a (num_queries, q_len, dim) batch.
+
+        See ``Searcher.search``: every shard returns its own top ``k`` of the documents ``filter``
+        keeps, so the merge holds ``min(k, n)`` hits.
+        """
+        check_k(k)
+        metadata_filter = compile_filter(filter)
         per_shard = [
-            searcher.search(queries, k=k, return_documents=return_documents) for searcher in self.searchers
+            searcher.search(queries, k, return_documents, metadata_filter) for searcher in self.searchers
         ]
         return merge_batches(per_shard, self.offsets, k)
 

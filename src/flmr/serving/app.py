@@ -4,7 +4,7 @@ Example:
     >>> from flmr.index import Index
     >>> from flmr.retrieval import Retriever
     >>> index = Index.load("my_index")
-    >>> app = create_app(Retriever.from_pretrained(index.encoder["checkpoint"]), index)
+    >>> app = create_app(Retriever.from_pretrained(index.encoder.checkpoint), index)
     >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
 
 Endpoints (all under ``/api`` except the page; ``/openapi.json`` and ``/docs`` describe them):
@@ -79,7 +79,7 @@ def create_app(retriever: Retriever, index: Index, settings: ServiceSettings | N
     """The search service for ``index``, whose queries ``retriever`` encodes.
 
     The model is warmed up (and checked against the index) when the app starts; requests that
-    arrive together are encoded in batches of up to ``settings.batch_max_size`` queries.
+    arrive together are encoded in batches of up to ``settings.max_batch_size`` queries.
     """
     settings = settings or ServiceSettings()
     service = _Service(SearchEngine(retriever, index, settings), settings)
@@ -120,7 +120,7 @@ class _Service:
         self.settings = settings
         self.batcher: DynamicBatcher[SearchQuery, list[SearchHit]] = DynamicBatcher(
             engine.search_batch,
-            max_batch_size=settings.batch_max_size,
+            max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.batch_wait_ms,
             request_errors=(InputError,),
         )
@@ -155,7 +155,7 @@ class _Service:
             pids,
             self.engine.index,
             query.image,
-            normalize_decompressed=self.settings.plaid_settings.get("normalize_decompressed", True),
+            normalize_decompressed=self.settings.search.normalize_decompressed,
             instruction=query.instruction,
         )
         return [schemas.Explanation(**explanation.to_dict()) for explanation in explanations]
@@ -438,7 +438,7 @@ def _add_status_routes(app: FastAPI, service: _Service) -> None:
     async def info() -> schemas.ServiceInfo:
         """The index searched, the input limits and batching statistics."""
         index, settings, batcher = service.engine.index, service.settings, service.batcher
-        checkpoint = index.encoder.get("checkpoint")
+        checkpoint = index.encoder.checkpoint
         token = service.engine.retriever.model.config.mask_instruction_token
         return schemas.ServiceInfo(
             index=index.path.name,
@@ -448,7 +448,7 @@ def _add_status_routes(app: FastAPI, service: _Service) -> None:
             num_documents=index.num_documents,
             dim=index.dim,
             nbits=index.nbits,
-            search="exact" if settings.exact else "plaid",
+            search="exact" if settings.search.exact else "plaid",
             limits=schemas.Limits(**{name: getattr(settings, name) for name in schemas.Limits.model_fields}),
             batching=schemas.BatchingStats(
                 max_batch_size=batcher.max_batch_size,

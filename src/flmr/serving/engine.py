@@ -118,12 +118,11 @@ class SearchEngine:
                 self.index,
                 k=max(query.k for query in group),
                 images=[query.image for query in group] if with_image else None,
-                exact=self.settings.exact,
                 filter=first.filter,
                 hybrid_weight=first.hybrid_weight,
                 fusion=first.fusion,
                 instruction=[query.instruction for query in group],
-                **self.settings.plaid_settings,
+                settings=self.settings.search,
             )
             for position, query, query_hits in zip(positions, group, hits, strict=True):
                 results[position] = query_hits[: query.k]

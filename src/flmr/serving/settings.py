@@ -4,9 +4,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flmr._deprecation import renamed_keywords, warn_renamed
+from flmr.search.settings import SearchSettings, search_settings
+
 MEBIBYTE = 1024 * 1024
 
 
+@renamed_keywords(batch_max_size="max_batch_size")
 @dataclass(frozen=True)
 class ServiceSettings:
     """What the search service accepts and how it batches queries.
@@ -26,11 +30,14 @@ class ServiceSettings:
         request_body_timeout_s: a request whose body has not fully arrived after this long gets 408.
         keep_alive_timeout_s: idle keep-alive connections are closed after this long (uvicorn).
         max_connections: connections served at once; more get 503 (uvicorn's ``limit_concurrency``).
-        batch_max_size: most queries encoded in one forward pass.
+        max_batch_size: most queries encoded in one forward pass (``batch_max_size``, its earlier
+            name, still works, with a ``DeprecationWarning``).
         batch_wait_ms: how long the first query of a batch waits for others to join it.
         image_root: when set, document images are served only from inside this folder.
-        exact: score every document by full MaxSim instead of PLAID search.
-        plaid_settings: keyword arguments of [`PlaidSearcher`] (``ncells``, ``ndocs``, ...).
+        search: how the index is searched (see [`SearchSettings`]: exact or PLAID and its knobs);
+            requests choose their own filter and hybrid fusion.
+        exact, plaid_settings: the earlier form of ``search`` (``exact=True``; a dict of
+            [`PlaidSettings`]' fields), folded into ``search`` when given.
         index_refresh_seconds: how often the service checks for a newer generation of the index (other
             processes' adds and deletes); a commit is served within this delay plus one batch.
         request_cpus: cores kept for request handling (HTTP parsing, image decoding, responses) while
@@ -55,15 +62,21 @@ class ServiceSettings:
     request_body_timeout_s: float = 10.0
     keep_alive_timeout_s: int = 5
     max_connections: int = 256
-    batch_max_size: int = 32
+    max_batch_size: int = 32
     batch_wait_ms: float = 5.0
     image_root: Path | None = None
-    exact: bool = False
-    plaid_settings: dict[str, Any] = field(default_factory=dict)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    exact: bool | None = None
+    plaid_settings: dict[str, Any] | None = None
     index_refresh_seconds: float = 1.0
     request_cpus: int = 0
 
     def __post_init__(self) -> None:
+        if self.exact is not None or self.plaid_settings is not None:
+            earlier = search_settings(exact=self.exact, **(self.plaid_settings or {}))
+            object.__setattr__(self, "search", earlier)
+            object.__setattr__(self, "exact", None)
+            object.__setattr__(self, "plaid_settings", None)
         if not 1 <= self.default_k <= self.max_k:
             raise ValueError(f"default_k must be between 1 and max_k={self.max_k}, got {self.default_k}")
         if self.request_cpus < 0:
@@ -81,11 +94,17 @@ class ServiceSettings:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.request_body_timeout_s <= 0:
             raise ValueError(f"request_body_timeout_s must be positive, got {self.request_body_timeout_s}")
-        if self.batch_max_size < 1 or self.batch_wait_ms < 0:
+        if self.max_batch_size < 1 or self.batch_wait_ms < 0:
             raise ValueError(
-                f"batch_max_size must be positive and batch_wait_ms not negative, got "
-                f"{self.batch_max_size} and {self.batch_wait_ms}"
+                f"max_batch_size must be positive and batch_wait_ms not negative, got "
+                f"{self.max_batch_size} and {self.batch_wait_ms}"
             )
+
+    @property
+    def batch_max_size(self) -> int:
+        """``max_batch_size`` under its earlier name (deprecated)."""
+        warn_renamed("ServiceSettings", "batch_max_size", "max_batch_size", stacklevel=3)
+        return self.max_batch_size
 
     def server_options(self) -> dict[str, Any]:
         """uvicorn's connection limits for this service (keyword arguments of ``uvicorn.run``/``Config``).

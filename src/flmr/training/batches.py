@@ -8,8 +8,7 @@ import torch
 from PIL import Image
 
 from flmr.encoding.images import open_image
-from flmr.encoding.queries import query_text
-from flmr.evaluation.queries import query_image
+from flmr.encoding.queries import query_image, query_text
 
 from .config import INSTRUCTION_MODES
 from .data import ContrastiveExample, Passage, TrainingDataError

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import datasets
 
-from flmr.evaluation.m2kr_data import load_m2kr_split
+from flmr.data.m2kr import load_m2kr_split
 
 
 class TrainingDataError(ValueError):

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 
 from flmr.encoding import Document, DocumentEncoder, QueryEncoder
-from flmr.evaluation.metrics import mean_metrics, metric_name, recall_at_ks
 from flmr.search import ExactSearcher
+from flmr.search.metrics import mean_metrics, metric_name, recall_at_ks
 
 from .batches import ContrastiveCollator
 from .data import TrainingData

@@ -1,4 +1,5 @@
-"""M2KR metrics: Recall@K (a hit rate) and Pseudo Recall@K (answer string matching), as the original defines them.
+"""Ranking metrics, as the original M2KR evaluation defines them: Recall@K (a hit rate) and Pseudo
+Recall@K (answer string matching); training's validation and `flmr.evaluation` share them.
 
 Both are per-query hits averaged over queries. A query scores 1 at K when its first hit is ranked
 within the top K, so every K comes from one scan of the ranking.

@@ -13,7 +13,7 @@ import torch
 
 from flmr.index import Index
 from flmr.model import FLMRModelForRetrieval
-from flmr.search import PlaidSearcher
+from flmr.search import PlaidSearcher, PlaidSettings, SearchSettings
 
 from .retriever import Retriever
 
@@ -91,7 +91,7 @@ def index_custom_collection(
         nbits=nbits,
         overwrite=overwrite,
         image_root=image_root,
-        max_length=doc_maxlen,
+        doc_maxlen=doc_maxlen,
     )
     return path
 
@@ -102,16 +102,17 @@ def create_searcher(
     index_name: str,
     nbits: int = 8,
     use_gpu: bool = False,
-    **search_settings: Any,
+    settings: SearchSettings | PlaidSettings | None = None,
+    **search_options: Any,
 ) -> PlaidSearcher:
     """Open an index made by [`index_custom_collection`] for PLAID search.
 
-    ``search_settings`` are [`PlaidSearcher`]'s (``ncells``, ``centroid_score_threshold``, ``ndocs``,
-    ``candidate_query_vectors``). ``use_gpu=True`` searches on CUDA and raises ``RuntimeError`` when
+    ``settings`` (or, as keyword ``search_options``, [`PlaidSettings`]' fields: ``ncells``,
+    ``centroid_score_threshold``, ``ndocs``, ``candidate_query_vectors``) steer the search. ``use_gpu=True`` searches on CUDA and raises ``RuntimeError`` when
     CUDA is not available, rather than falling back to the CPU unnoticed.
     """
     index = Index.load(index_path(index_root_path, index_experiment_name, index_name, nbits))
-    return PlaidSearcher(index, device=_device(use_gpu), **search_settings)
+    return PlaidSearcher(index, settings, device=_device(use_gpu), **search_options)
 
 
 class Ranking:

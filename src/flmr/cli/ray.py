@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flmr.cli.exit_codes import EXIT_OK
+from flmr.distributed.cluster import connect, require_ray
+from flmr.distributed.ray_encoding import encode_collection
+from flmr.distributed.serve import serve_sharded_index
+from flmr.distributed.shard_index import build_sharded_index
 from flmr.index import IndexExistsError
 
-from .cluster import connect, require_ray
-from .ray_encoding import encode_collection
-from .serve import serve_sharded_index
-from .shard_index import build_sharded_index
+from .exit_codes import EXIT_OK
 
 
 def index_on_ray(args: argparse.Namespace, collection: Any, image_root: Path | None, checkpoint: str) -> int:
@@ -40,7 +40,7 @@ def index_on_ray(args: argparse.Namespace, collection: Any, image_root: Path | N
             workers=args.workers,
             gpus_per_worker=args.gpus_per_worker,
             batch_size=args.batch_size,
-            max_length=args.max_length,
+            doc_maxlen=args.doc_maxlen,
             image_root=image_root,
             show_progress=not args.quiet,
         )

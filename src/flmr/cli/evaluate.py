@@ -8,14 +8,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .m2kr_data import M2KR_HUB_NAME
-from .metrics import DEFAULT_KS
-from .report import collect_results, write_report
+from flmr.data.m2kr import M2KR_HUB_NAME
+from flmr.evaluation.report import collect_results, write_report
+from flmr.search.metrics import DEFAULT_KS
+
+from .exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from .search_options import add_search_options, search_settings_from_args
 
 if TYPE_CHECKING:  # the runner imports torch and transformers: only when evaluating
-    from .runner import EvaluationSettings
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+    from flmr.evaluation.runner import EvaluationSettings
 
 EXAMPLES = f"""\
 examples:
@@ -100,16 +101,10 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
     )
     parser.add_argument("--reindex", action="store_true", help="rebuild the passage index even if one exists")
     parser.add_argument("--overwrite", action="store_true", help="discard previous runs instead of resuming")
-    parser.add_argument(
-        "--exact", action="store_true", help="exact MaxSim over all passages instead of PLAID"
-    )
-    parser.add_argument("--ncells", type=int, help="PLAID: centroids probed per query vector")
-    parser.add_argument("--centroid-score-threshold", type=float, help="PLAID: centroid pruning threshold")
-    parser.add_argument("--ndocs", type=int, help="PLAID: candidates kept after centroid interaction")
-    parser.add_argument(
-        "--candidate-query-vectors",
-        choices=("all", "text_first_32"),
-        help="PLAID: query vectors that generate candidates (default: text_first_32, as the original)",
+    add_search_options(
+        parser,
+        "exact MaxSim over all passages instead of PLAID",
+        "the original engine's for the largest K, e.g. --candidate-query-vectors text_first_32",
     )
     parser.add_argument("--max-queries", type=int, help="evaluate only the first N queries of each task")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
@@ -134,7 +129,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     if usage_error:
         print(f"flmr evaluate: error: {usage_error}", file=sys.stderr)
         return EXIT_USAGE
-    from .runner import evaluate_m2kr  # torch and transformers: only when evaluating
+    from flmr.evaluation.runner import evaluate_m2kr  # torch and transformers: only when evaluating
 
     try:
         settings = _settings(args)
@@ -174,14 +169,9 @@ def _usage_error(args: argparse.Namespace) -> str | None:
 
 
 def _settings(args: argparse.Namespace) -> EvaluationSettings:
-    from .runner import EvaluationSettings
+    from flmr.evaluation.runner import EvaluationSettings, original_search_settings
 
-    plaid = {
-        "ncells": args.ncells,
-        "centroid_score_threshold": args.centroid_score_threshold,
-        "ndocs": args.ndocs,
-        "candidate_query_vectors": args.candidate_query_vectors,
-    }
+    search = search_settings_from_args(args, original_search_settings(max(args.ks)))
     return EvaluationSettings(
         split=args.split,
         ks=args.ks,
@@ -191,8 +181,7 @@ def _settings(args: argparse.Namespace) -> EvaluationSettings:
         query_batch_size=args.query_batch_size,
         indexing_batch_size=args.indexing_batch_size,
         queries_per_part=args.queries_per_part,
-        exact=args.exact,
-        search_settings={key: value for key, value in plaid.items() if value is not None},
+        search=search,
         max_queries=args.max_queries,
         index_root=args.index_root,
         reindex=args.reindex,

@@ -3,12 +3,11 @@
 import argparse
 import sys
 
-from flmr.evaluation.m2kr_data import M2KR_HUB_NAME
+from flmr.data.m2kr import M2KR_HUB_NAME
+from flmr.training.config import INSTRUCTION_MODES, LOGGERS, FinetuneConfig
+from flmr.training.data import TrainingData, load_training_data
 
-from .config import INSTRUCTION_MODES, LOGGERS, FinetuneConfig
-from .data import TrainingData, load_training_data
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from .exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 EXAMPLES = f"""\
 examples:
