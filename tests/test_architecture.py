@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "flmr"
 
 # Shared helpers every stage may use (no stage of the data flow).
-BASE = {"__init__", "__main__", "_lazy", "_deprecation", "extras", "hub", "runtime", "data"}
+BASE = {"__init__", "__main__", "_lazy", "_deprecation", "errors", "extras", "hub", "runtime", "data"}
 # Each stage may import the stages listed before it; stages on one line import neither one another.
 STAGES = [
     {"model"},

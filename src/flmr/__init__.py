@@ -5,6 +5,7 @@ The model family (``FLMRConfig``, ``FLMRModelForRetrieval``, the tokenizers) com
 ``Retriever`` come from ``flmr.retrieval``. Both are imported on first use: ``import flmr`` alone
 imports neither torch nor transformers. Importing ``flmr.model`` (which using any of its names does)
 registers the FLMR classes with transformers' ``AutoConfig``, ``AutoModel`` and ``AutoTokenizer``.
+Every error flmr raises on purpose is an ``FLMRError`` (see ``flmr.errors`` for the tree).
 """
 
 from flmr._lazy import lazy_exports
@@ -37,7 +38,11 @@ _RETRIEVAL_NAMES = (
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
-    {**dict.fromkeys(_MODEL_NAMES, ".model"), **dict.fromkeys(_RETRIEVAL_NAMES, ".retrieval")},
+    {
+        **dict.fromkeys(_MODEL_NAMES, ".model"),
+        **dict.fromkeys(_RETRIEVAL_NAMES, ".retrieval"),
+        "FLMRError": ".errors",
+    },
 )
 
-__all__ = [*_MODEL_NAMES, *_RETRIEVAL_NAMES]
+__all__ = [*_MODEL_NAMES, *_RETRIEVAL_NAMES, "FLMRError"]

@@ -1,7 +1,9 @@
 """Packages whose public names are imported on first use (PEP 562), so that ``import flmr`` stays fast.
 
-Example:
-    >>> __getattr__, __dir__ = lazy_exports(__name__, {"Retriever": ".retrieval"})  # doctest: +SKIP
+Example (in a package's ``__init__.py`` the call is ``lazy_exports(__name__, {...})``):
+    >>> __getattr__, __dir__ = lazy_exports("flmr", {"Retriever": ".retrieval"})
+    >>> __getattr__("Retriever").__module__, "Retriever" in __dir__()
+    ('flmr.retrieval.retriever', True)
 """
 
 import importlib

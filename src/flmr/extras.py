@@ -5,12 +5,20 @@ search, M2KR evaluation, finetuning and Ray each need an extra. Their modules im
 packages through [`require_extra`], when the feature is first used, so that ``import flmr`` works
 without them and a missing extra is named in the error.
 
-Example:
-    >>> bm25s = require_extra("bm25s", "hybrid", "hybrid search")  # doctest: +SKIP
+Example (``bm25s`` is installed here; ``no_such_package`` is not):
+    >>> require_extra("bm25s", "hybrid", "hybrid search").__name__
+    'bm25s'
+    >>> require_extra("no_such_package", "hybrid", "hybrid search")
+    Traceback (most recent call last):
+    ...
+    flmr.extras.MissingExtraError: hybrid search needs the `hybrid` extra (no_such_package is not installed): \
+pip install "flmr[hybrid]"
 """
 
 import importlib
 from types import ModuleType
+
+from flmr.errors import FLMRError
 
 # extra -> what it is for, as the errors and the README name it
 EXTRAS = {
@@ -22,7 +30,7 @@ EXTRAS = {
 }
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(FLMRError, ImportError):
     """An optional feature was used without the extra that installs its packages."""
 
 

@@ -21,10 +21,11 @@ A count the user chose always wins, and flmr then changes nothing:
 
 Example:
     >>> from flmr.runtime import cpu_threads, usable_cpus
-    >>> usable_cpus()  # doctest: +SKIP
-    2
-    >>> with cpu_threads(work=5e9):  # 5 GFLOP of work: up to 5 threads where the cores are free
-    ...     pass
+    >>> usable_cpus() >= 1  # this process's cores: affinity capped by the cgroup quota
+    True
+    >>> with cpu_threads(work=5e9) as threads:  # 5 GFLOP of work: up to 5 threads where the cores are free
+    ...     1 <= threads <= usable_cpus()
+    True
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from flmr.errors import FLMRError
+
 NUM_THREADS_ENV = "FLMR_NUM_THREADS"
 USER_THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Below ~1 GFLOP per thread (10-20 ms of one core) a second thread costs more in synchronisation
@@ -53,6 +56,11 @@ _FIRST_SAMPLE_SECONDS = 0.1
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _PROC = Path("/proc")
 
+
+class ThreadSettingsError(FLMRError, ValueError):
+    """A thread or core setting (``FLMR_NUM_THREADS``, a reservation) that cannot be used."""
+
+
 _scope = threading.local()
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,13 +69,13 @@ def requested_threads() -> int | None:
     """The thread count set by ``FLMR_NUM_THREADS``, or None when it is not set.
 
     Raises:
-        ValueError: when the variable is not a positive integer.
+        ThreadSettingsError: when the variable is not a positive integer.
     """
     value = os.environ.get(NUM_THREADS_ENV, "").strip()
     if not value:
         return None
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(
+        raise ThreadSettingsError(
             f"{NUM_THREADS_ENV}={value!r}: give a positive number of threads, e.g. {NUM_THREADS_ENV}=2"
         )
     return int(value)
@@ -231,9 +239,12 @@ def reserve_cpus(count: int) -> int:
     """Keep ``count`` usable cores free of flmr's sized work (e.g. for a service's request handling).
 
     Returns the previous reservation, to restore it. Sized work still gets at least one thread.
+
+    Raises:
+        ThreadSettingsError: ``count`` is negative.
     """
     if count < 0:
-        raise ValueError(f"cannot reserve {count} cores")
+        raise ThreadSettingsError(f"cannot reserve {count} cores: give 0 or more")
     previous, _reserved["cpus"] = _reserved["cpus"], count
     return previous
 
@@ -291,6 +302,9 @@ def sized_threads(work: Callable[..., float]) -> Callable[[F], F]:
         ...     @sized_threads(lambda self, x: 2.0 * x.numel() * x.shape[-1])
         ...     def gram(self, x):
         ...         return x @ x.T
+        >>> Scorer().gram(torch.ones(2, 3))
+        tensor([[3., 3.],
+                [3., 3.]])
     """
 
     def decorate(method: F) -> F:

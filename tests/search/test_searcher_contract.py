@@ -63,21 +63,21 @@ def sharded(single, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_searchers():
-    """Ray sharded searchers made in this module, closed at its end."""
-    made = []
+    """The Ray sharded searcher of this module (made once: actors take seconds to start), closed at its end."""
+    made = {}
     yield made
-    for searcher in made:
+    for searcher in made.values():
         searcher.close()
 
 
-def _ray(single, sharded, ray_searchers, settings):
+def _ray(single, sharded, made, settings):
     pytest.importorskip("ray")
     from flmr.distributed import RayShardedSearcher, connect
 
-    connect("local", num_cpus=2)
-    searcher = RayShardedSearcher(sharded, settings, cpus_per_actor=0.25)
-    ray_searchers.append(searcher)
-    return searcher
+    if settings not in made:
+        connect("local", num_cpus=2)
+        made[settings] = RayShardedSearcher(sharded, settings, cpus_per_actor=0.25)
+    return made[settings]
 
 
 def _hybrid(inner):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flmr.errors import FLMRError
 from flmr.extras import require_extra
 from flmr.hub import hub_endpoint, hub_offline, hub_reachable
 
@@ -31,8 +32,9 @@ QUERY_COLUMNS = ("question_id", "question", "img_path", "pos_item_ids")
 PASSAGE_COLUMNS = ("passage_id", "passage_content")
 
 
-class M2KRDataError(ValueError):
-    """A task's data is missing or lacks the columns evaluation and training need."""
+class M2KRDataError(FLMRError, ValueError):
+    """A task's data is missing or lacks the columns evaluation and training need (defined with the
+    reader both stages use)."""
 
 
 @dataclass
@@ -57,8 +59,9 @@ def load_m2kr_split(
         revision: hub revision to pin (counts drift between revisions of M2KR).
 
     Example:
-        >>> data = load_m2kr_split("m2kr_local", "EVQA", "test")  # doctest: +SKIP
-        >>> data.queries[0]["question"], len(data.passages)  # doctest: +SKIP
+        >>> data = load_m2kr_split("m2kr_local", "EVQA", "test")  # a local folder, parquet layout
+        >>> data.queries[0]["question"], len(data.passages)
+        ('what is vim?', 20)
     """
     queries = load_m2kr_config(source, f"{task}_data", split, revision)
     passages = load_m2kr_config(source, f"{task}_passages", f"{split}_passages", revision)

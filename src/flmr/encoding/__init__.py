@@ -11,10 +11,10 @@ _EXPORTS = {
     **dict.fromkeys(
         ("DocumentEncoder", "EmbeddingChunk", "encoder_identity", "model_fingerprint"), ".documents"
     ),
-    "CollectionError": ".errors",
+    **dict.fromkeys(("CollectionError", "EncodingError", "InstructionError"), ".errors"),
     **dict.fromkeys(("EncoderIdentity", "same_encoder"), ".identity"),
     **dict.fromkeys(
-        ("DEFAULT_INSTRUCTIONS", "InstructionError", "QueryEncoder", "build_query_text", "query_text"),
+        ("DEFAULT_INSTRUCTIONS", "QueryEncoder", "build_query_text", "query_text"),
         ".queries",
     ),
 }
@@ -27,6 +27,7 @@ __all__ = [
     "DocumentEncoder",
     "EmbeddingChunk",
     "EncoderIdentity",
+    "EncodingError",
     "InstructionError",
     "QueryEncoder",
     "build_query_text",

@@ -104,9 +104,11 @@ class DocumentEncoder:
         show_progress: show a progress bar.
 
     Example:
-        >>> encoder = DocumentEncoder(model, batch_size=64)
-        >>> vectors = encoder.encode(read_collection(["Paris is in France.", "Rome is in Italy."]))
-        >>> [v.shape for v in vectors]  # one (n_kept_tokens, dim) tensor per document
+        >>> from flmr.encoding import read_collection
+        >>> encoder = DocumentEncoder(model, batch_size=64, show_progress=False)
+        >>> vectors = encoder.encode(read_collection(["Paris is in France.", "Rome, the capital of Italy."]))
+        >>> [v.shape for v in vectors]  # one (n_kept_tokens, dim) tensor per document: punctuation is masked
+        [torch.Size([7, 16]), torch.Size([8, 16])]
     """
 
     def __init__(

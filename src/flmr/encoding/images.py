@@ -31,10 +31,13 @@ def load_pixel_values(documents: Sequence[Document], image_processor: Any) -> to
     the images); None when no document has an image file to encode.
 
     Example:
+        >>> from PIL import Image
+        >>> for name in ("1.png", "2.png", "3.png"):
+        ...     Image.new("RGB", (64, 48)).save(name)
         >>> docs = [Document("a", "", image_paths=["1.png", "2.png"]), Document("b", "text"),
         ...         Document("c", "", image_path="3.png")]
-        >>> load_pixel_values(docs, processor).shape  # doctest: +SKIP
-        torch.Size([3, 3, 224, 224])
+        >>> load_pixel_values(docs, processor).shape  # (images, 3, size, size): the tiny model's 32 pixels
+        torch.Size([3, 3, 32, 32])
     """
     images = [
         open_image(path, f"document {d.id!r}")

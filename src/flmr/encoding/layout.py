@@ -28,6 +28,7 @@ from flmr.model.tokenization_flmr import (
 )
 
 from .collection import Document
+from .errors import EncodingError
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,14 @@ def vector_layout(document: Document, num_vectors: int, image_block: int, doc_ma
     Each image block has ``image_block`` vectors and names its ``source`` file (None for pre-extracted
     features without a path); the text block holds the rest and records the ``doc_maxlen`` the text
     was truncated to (under the stored key ``max_length``), so that re-tokenising the stored text finds the same tokens.
+
+    Raises:
+        EncodingError: ``num_vectors`` is fewer than the document's image blocks take.
     """
     images = document.num_images
     text_vectors = num_vectors - images * image_block
     if text_vectors < 0:
-        raise ValueError(
+        raise EncodingError(
             f"document {document.id!r} has {num_vectors} vectors, fewer than its {images} images of "
             f"{image_block} vectors each"
         )
@@ -95,8 +99,8 @@ def document_tokens(
     ``"vector i"``.
 
     Example:
-        >>> tokens = document_tokens("Red car.", None, 5, tokenizer)  # doctest: +SKIP
-        >>> [t.label for t in tokens]  # doctest: +SKIP
+        >>> tokens = document_tokens("Red car.", None, 5, model.context_tokenizer)
+        >>> [t.label for t in tokens]
         ['[CLS]', '[D]', 'red', 'car', '[SEP]']
     """
     if layout is None:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from flmr.model.tokenization_flmr import QUERY_MARKER, first_token_id
 
-from .errors import CollectionError
+from .errors import CollectionError, InstructionError
 from .images import open_image
 
 ImageInput = str | os.PathLike | Image.Image | None
@@ -51,10 +51,6 @@ def query_image(image_path: str | None, image_root: str | os.PathLike | None) ->
     if not image_path:
         return Image.new("RGB", (MISSING_IMAGE_SIZE, MISSING_IMAGE_SIZE))
     return os.path.join(image_root, image_path) if image_root is not None else image_path
-
-
-class InstructionError(ValueError):
-    """An instruction the checkpoint would misread (it holds the instruction token before its end)."""
 
 
 def query_form(question: str | None, has_image: bool, position: int = 0) -> QueryForm:
@@ -163,10 +159,16 @@ class QueryEncoder:
         batch_size: queries per forward pass.
 
     Example:
+        >>> from PIL import Image
+        >>> Image.new("RGB", (64, 48), "red").save("a.jpg")
         >>> encoder = QueryEncoder(model, image_processor)
         >>> Q = encoder.encode(["what is this building?", "who wrote this?"], images=["a.jpg", None])
-        >>> Q.shape  # (2, query_maxlen + image vectors, dim); the second query's image vectors are zero
+        >>> Q.shape  # (2, query_maxlen + image vectors, dim)
+        torch.Size([2, 36, 16])
+        >>> bool(Q[1, 32:].eq(0).all())  # the second query has no image: its image vectors are zero
+        True
         >>> encoder.encode([None], images=["a.jpg"]).shape  # an image-only query
+        torch.Size([1, 36, 16])
     """
 
     def __init__(self, model: Any, image_processor: Any = None, batch_size: int = 32):
@@ -237,7 +239,7 @@ class QueryEncoder:
         """The text the model reads for a query: ``text``, or for an image-only query the empty instruction.
 
         Example:
-            >>> encoder.query_text(None, has_image=True)  # FLMR; PreFLMR gives ':'
+            >>> QueryEncoder(model).query_text(None, has_image=True)  # FLMR; PreFLMR gives ':'
             ''
         """
         if text is not None and text.strip():
@@ -258,9 +260,11 @@ class QueryEncoder:
         PreFLMR, ``image patch j`` (the transformer mapping network's outputs).
 
         Example:
-            >>> encoder.vector_labels("red car", 34, has_image=True)[:4]
-            [('text', '[CLS]'), ('text', '[Q]'), ('text', 'red'), ('text', 'car')]
-            >>> preflmr_encoder.vector_labels("Find: red car", 34)[:5]
+            >>> from flmr.model.tiny import tiny_model
+            >>> labels = QueryEncoder(model).vector_labels("red car", 36, has_image=True)
+            >>> labels[:4], labels[-1]
+            ([('text', '[CLS]'), ('text', '[Q]'), ('text', 'red'), ('text', 'car')], ('image', 'image 4'))
+            >>> QueryEncoder(tiny_model("preflmr")).vector_labels("Find: red car", 34)[:5]
             [('text', '[CLS]'), ('text', '[Q]'), ('instruction', 'find'), ('instruction', ':'), ('text', 'red')]
         """
         tokenizer = self.model.query_tokenizer

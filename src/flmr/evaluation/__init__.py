@@ -1,11 +1,14 @@
 """M2KR evaluation: Recall@K and Pseudo Recall@K of a checkpoint on M2KR-style tasks.
 
-Example:
+Example (``m2kr_local`` is a folder in M2KR's layout, here a toy EVQA task; ``image_root`` is the
+folder the queries' ``img_path`` are relative to):
     >>> from flmr.evaluation import EvaluationSettings, evaluate_m2kr
     >>> results = evaluate_m2kr(
-    ...     "LinWeizheDragon/PreFLMR_ViT-B", "m2kr_local", ["EVQA"], "runs/ViT-B",
-    ...     settings=EvaluationSettings(ks=[1, 5, 10]), image_root="/data/EVQA/images",
-    ... )  # doctest: +SKIP
+    ...     "my_checkpoint", "m2kr_local", ["EVQA"], "runs/tiny",
+    ...     settings=EvaluationSettings(ks=[1, 5, 10]), image_root="/data/EVQA/images", show_progress=False,
+    ... )
+    >>> [(r.task, r.split, r.num_queries) for r in results]
+    [('EVQA', 'test', 8)]
 """
 
 from flmr._lazy import lazy_exports
@@ -16,7 +19,6 @@ _EXPORTS = {
             "M2KR_HUB_NAME",
             "M2KR_TASKS",
             "PSEUDO_RECALL_TASKS",
-            "M2KRDataError",
             "M2KRSplit",
             "load_m2kr_config",
             "load_m2kr_split",
@@ -53,7 +55,6 @@ _EXPORTS = {
     **dict.fromkeys(
         (
             "EvaluationSettings",
-            "EvaluationStateError",
             "TaskResult",
             "evaluate_m2kr",
             "evaluate_task",
@@ -61,6 +62,9 @@ _EXPORTS = {
             "original_search_settings",
         ),
         ".runner",
+    ),
+    **dict.fromkeys(
+        ("EvaluationError", "EvaluationSettingsError", "EvaluationStateError", "M2KRDataError"), ".errors"
     ),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, extra="evaluation")
@@ -71,7 +75,9 @@ __all__ = [
     "M2KR_HUB_NAME",
     "M2KR_TASKS",
     "PSEUDO_RECALL_TASKS",
+    "EvaluationError",
     "EvaluationSettings",
+    "EvaluationSettingsError",
     "EvaluationStateError",
     "M2KRDataError",
     "M2KRSplit",

@@ -89,7 +89,11 @@ def write_report(results: Sequence[Any], output_dir: str | os.PathLike) -> tuple
     """Write ``report.json`` (every result) and ``report.md`` (the tables) into ``output_dir``.
 
     Example:
-        >>> json_path, markdown_path = write_report(results, "runs/PreFLMR_ViT-B")  # doctest: +SKIP
+        >>> rows = [{"task": "KVQA", "split": "test", "model": "m", "num_queries": 2,
+        ...          "metrics": {"Recall@1": 0.5, "Recall@5": 1.0}}]
+        >>> json_path, markdown_path = write_report(rows, "runs/m")
+        >>> json_path.name, markdown_path.read_text() == markdown_report(rows)
+        ('report.json', True)
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -104,8 +108,13 @@ def collect_results(folders: Iterable[str | os.PathLike]) -> list[dict[str, Any]
     """Every task result (``<TASK>_<split>/metrics.json``) found under ``folders``, e.g. one folder per model.
 
     Example:
-        >>> rows = collect_results(["runs/PreFLMR_ViT-G", "runs/PreFLMR_ViT-L"])  # doctest: +SKIP
-        >>> write_report(rows, "runs")  # doctest: +SKIP
+        >>> from flmr.evaluation import EvaluationSettings, evaluate_m2kr
+        >>> _ = evaluate_m2kr("my_checkpoint", "m2kr_local", "EVQA", "runs/tiny", EvaluationSettings(ks=[1]),
+        ...                   show_progress=False)
+        >>> rows = collect_results(["runs/tiny", "runs/another_model"])  # a folder per model
+        >>> [(row["model"], row["task"]) for row in rows]
+        [('my_checkpoint', 'EVQA')]
+        >>> paths = write_report(rows, "runs")  # one table, a row per model
     """
     rows = []
     for folder in folders:

@@ -31,12 +31,9 @@ from flmr.search import Searcher, build_searcher
 from flmr.search.metrics import DEFAULT_KS, mean_metrics, metric_name, pseudo_recall_at_ks, recall_at_ks
 from flmr.search.settings import PlaidSettings, SearchSettings
 
+from .errors import EvaluationSettingsError, EvaluationStateError
 from .queries import query_image, row_query_text
 from .report import write_report
-
-
-class EvaluationStateError(ValueError):
-    """A run folder holds a run started with other settings, or an index built from other passages."""
 
 
 @dataclass
@@ -62,6 +59,10 @@ class EvaluationSettings:
             there) instead of resuming it.
         device: where encoding and search run.
         revision: hub revision of the dataset to pin.
+
+    Raises:
+        EvaluationSettingsError: ``ks`` holds no positive K, or a batch size or ``queries_per_part``
+            is not positive.
     """
 
     split: str = "test"
@@ -85,9 +86,9 @@ class EvaluationSettings:
     def __post_init__(self) -> None:
         self.ks = sorted({int(k) for k in self.ks})
         if not self.ks or self.ks[0] < 1:
-            raise ValueError(f"ks must be positive integers, got {self.ks}")
+            raise EvaluationSettingsError(f"ks must be positive integers, got {self.ks}")
         if self.queries_per_part < 1 or self.query_batch_size < 1 or self.indexing_batch_size < 1:
-            raise ValueError("batch sizes and queries_per_part must be positive")
+            raise EvaluationSettingsError("batch sizes and queries_per_part must be positive")
         if self.search is None:
             original = original_search_settings(max(self.ks))
             plaid = replace(original.plaid, **self.search_settings)
@@ -164,12 +165,20 @@ def evaluate_m2kr(
         image_processor: a processor, or its name / folder (default: the checkpoint's vision model's).
         model_name: the report's row name (default: the checkpoint's name).
 
-    Example:
+    Example (``m2kr_local`` holds a toy EVQA task: 8 queries, 20 passages):
+        >>> results = evaluate_m2kr("my_checkpoint", "m2kr_local", ["EVQA"], "runs",
+        ...                         EvaluationSettings(ks=[1, 5]), show_progress=False)
+        >>> result = results[0]
+        >>> result.task, result.num_queries, result.num_passages, sorted(result.metrics)
+        ('EVQA', 8, 20, ['Pseudo Recall@1', 'Pseudo Recall@5', 'Recall@1', 'Recall@5'])
+        >>> sorted(path.name for path in Path("runs").iterdir())
+        ['EVQA_test', 'report.json', 'report.md']
+
+    A published checkpoint on M2KR from the hub (not run by the tests):
         >>> results = evaluate_m2kr(
         ...     "LinWeizheDragon/PreFLMR_ViT-B", M2KR_HUB_NAME, ["EVQA"], "runs/PreFLMR_ViT-B",
         ...     image_root="/data/EVQA/images", image_processor="openai/clip-vit-base-patch32",
         ... )  # doctest: +SKIP
-        >>> results[0].metrics["Pseudo Recall@5"]  # doctest: +SKIP
     """
     settings = settings or EvaluationSettings()
     if not isinstance(model, FLMRModelForRetrieval):
@@ -203,8 +212,10 @@ def evaluate_task(
     """Evaluate one loaded task split (see [`evaluate_m2kr`]); resumes a run left in its folder.
 
     Example:
-        >>> data = load_m2kr_split("m2kr_local", "OKVQA", "test")  # doctest: +SKIP
-        >>> evaluate_task(model, data, "runs", EvaluationSettings(ks=[1, 5])).metrics  # doctest: +SKIP
+        >>> data = load_m2kr_split("m2kr_local", "EVQA", "test")
+        >>> result = evaluate_task(model, data, "runs", EvaluationSettings(ks=[1, 5]), show_progress=False)
+        >>> result.metrics["Recall@5"] >= result.metrics["Recall@1"], Path(result.rankings_path).parent.name
+        (True, 'EVQA_test')
     """
     run_dir = Path(output_dir) / f"{data.task}_{data.split}"
     queries = data.queries

@@ -1,14 +1,23 @@
 """Compressed late-interaction index (PLAID / ColBERTv2 style): writing, loading, updating; sharded indexes.
 
-Example:
+Example (``doc_embeddings``: one (n_tokens, dim) tensor per document of ``docs``):
     >>> from flmr.index import IndexWriter, Index
-    >>> index = IndexWriter(nbits=2).write("my_index", doc_embeddings, documents=docs)  # doctest: +SKIP
-    >>> Index.load("my_index").document(0).text  # doctest: +SKIP
+    >>> documents = [{"id": d.id, "text": d.text} for d in docs]
+    >>> index = IndexWriter(nbits=2, show_progress=False).write("new_index", doc_embeddings, documents=documents)
+    >>> Index.load("new_index").document(0).id
+    'vim'
 """
 
 from flmr.index.builder import IndexWriter, codec_sample_size, train_codec
 from flmr.index.codec import SUPPORTED_NBITS, ResidualCodec
-from flmr.index.errors import DuplicateIdError, IndexExistsError, IndexFormatError, IndexLockedError
+from flmr.index.errors import (
+    DuplicateIdError,
+    FLMRIndexError,
+    IndexExistsError,
+    IndexFormatError,
+    IndexInputError,
+    IndexLockedError,
+)
 from flmr.index.index import Index
 from flmr.index.inputs import DocumentChunk, iter_chunks
 from flmr.index.kmeans import KMEANS_ITERATIONS, CentroidAssigner, default_num_partitions, train_centroids
@@ -28,9 +37,11 @@ __all__ = [
     "CentroidAssigner",
     "DocumentChunk",
     "DuplicateIdError",
+    "FLMRIndexError",
     "Index",
     "IndexExistsError",
     "IndexFormatError",
+    "IndexInputError",
     "IndexLockedError",
     "IndexWriter",
     "ResidualCodec",

@@ -34,7 +34,7 @@ import torch
 
 from flmr.encoding.identity import EncoderIdentity
 from flmr.index.codec import ResidualCodec
-from flmr.index.errors import DAMAGED_HINT, DuplicateIdError, IndexFormatError
+from flmr.index.errors import DAMAGED_HINT, DuplicateIdError, IndexFormatError, IndexInputError
 from flmr.index.inputs import DEFAULT_DOCS_PER_CHUNK, DocumentChunk, EmbeddingsInput, iter_chunks
 from flmr.index.kmeans import CentroidAssigner
 from flmr.index.locking import DEFAULT_LOCK_TIMEOUT, write_lock
@@ -256,10 +256,14 @@ class Index:
             call (see ``refresh``); ``None`` keeps this handle on the generation it has.
 
     Example:
-        >>> index = Index.load("my_index")  # doctest: +SKIP
-        >>> index.num_documents, index.document(0).text  # doctest: +SKIP
-        >>> new_pids = index.add([torch.randn(40, index.dim)], documents=[{"id": "new"}])  # doctest: +SKIP
-        >>> index.delete([3, 5])  # doctest: +SKIP
+        >>> index = Index.load("my_index")
+        >>> index.num_documents, index.document(0).id, index.pid_of("vim")
+        (200, 'vim', 0)
+        >>> index.add([torch.randn(40, index.dim)], documents=[{"id": "new"}])  # the new pids
+        range(200, 201)
+        >>> index.delete([3, 5])
+        >>> index.deleted_pids.tolist(), index.num_documents
+        ([3, 5], 201)
     """
 
     def __init__(
@@ -445,9 +449,16 @@ class Index:
         return torch.from_numpy(self._gather("codes", positions))
 
     def gather_vectors(self, positions: torch.Tensor) -> torch.Tensor:
-        """Stored float16 vectors (n, dim) at global ``positions``; needs an index that stores vectors."""
+        """Stored float16 vectors (n, dim) at global ``positions``; needs an index that stores vectors.
+
+        Raises:
+            IndexInputError: the index keeps only compressed vectors.
+        """
         if not self.stores_vectors:
-            raise ValueError(f"the index at {self.path} keeps only compressed vectors (stores_vectors=False)")
+            raise IndexInputError(
+                f"the index at {self.path} keeps only compressed vectors (stores_vectors=False): build it "
+                "with stores_vectors=True to read stored vectors"
+            )
         return torch.from_numpy(self._gather("vectors", positions))
 
     def document_vectors(
@@ -494,6 +505,11 @@ class Index:
         id that a live document already has, or that repeats in ``documents`` (see ``upsert``). The
         update is atomic (a crash leaves the index as it was) and starts from the newest generation,
         whatever this handle had loaded.
+
+        Raises:
+            DuplicateIdError: an id that is not new.
+            IndexInputError: embeddings, doclens or documents that cannot be written (see ``iter_chunks``).
+            IndexLockedError: another writer held the index's lock past the timeout.
         """
         return self._append(embeddings, doclens, documents, device, replace=False)
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from flmr.index.errors import IndexInputError
+
 DEFAULT_DOCS_PER_CHUNK = 4096
 
 
@@ -47,19 +49,23 @@ def iter_chunks(
     a list of per-document tensors. ``documents`` (stored fields) goes with the first two forms; chunks
     carry their own.
 
+    Raises:
+        IndexInputError: a flat tensor without ``doclens``, or ``doclens`` / ``documents`` beside a form
+            that carries its own, or per-document tensors that are not (n_tokens, dim) with one dim.
+
     Example:
         >>> [c.num_documents for c in iter_chunks([torch.randn(3, 8)] * 5, docs_per_chunk=2)]
         [2, 2, 1]
     """
     if isinstance(embeddings, torch.Tensor):
         if doclens is None:
-            raise ValueError(
+            raise IndexInputError(
                 "a flat (N, dim) embeddings tensor needs doclens (the vector count of each document)"
             )
         yield from _split_flat(embeddings, torch.as_tensor(doclens), documents, docs_per_chunk)
     elif is_document_list(embeddings):
         if doclens is not None:
-            raise ValueError(
+            raise IndexInputError(
                 "doclens is only for a flat tensor; a list of per-document tensors carries its lengths"
             )
         for start in range(0, len(embeddings), docs_per_chunk):
@@ -71,7 +77,7 @@ def iter_chunks(
             )
     else:
         if doclens is not None or documents is not None:
-            raise ValueError("with an iterable of chunks, pass doclens and documents inside each chunk")
+            raise IndexInputError("with an iterable of chunks, pass doclens and documents inside each chunk")
         for chunk in embeddings:
             yield _as_chunk(chunk)
 
@@ -81,15 +87,15 @@ def is_document_list(embeddings: object) -> bool:
 
 
 def check_document_list(documents: Sequence[torch.Tensor]) -> None:
-    """Raise ``ValueError`` naming the first per-document tensor that is not (n_tokens, dim) like the first."""
+    """Raise ``IndexInputError`` naming the first per-document tensor that is not (n_tokens, dim) like the first."""
     dim = documents[0].shape[-1] if documents else None
     for pid, vectors in enumerate(documents):
         if vectors.ndim != 2:
-            raise ValueError(
+            raise IndexInputError(
                 f"document {pid} must be a 2-D (n_tokens, dim) tensor, got shape {tuple(vectors.shape)}"
             )
         if vectors.shape[1] != dim:
-            raise ValueError(f"document {pid} has dim {vectors.shape[1]}, document 0 has dim {dim}")
+            raise IndexInputError(f"document {pid} has dim {vectors.shape[1]}, document 0 has dim {dim}")
 
 
 def _split_flat(
@@ -99,7 +105,7 @@ def _split_flat(
     docs_per_chunk: int,
 ) -> Iterator[DocumentChunk]:
     if doclens.ndim != 1 or doclens.numel() == 0 or int(doclens.sum()) != flat.shape[0]:
-        raise ValueError(
+        raise IndexInputError(
             f"doclens must be a non-empty 1-D tensor summing to the {flat.shape[0]} embedding rows, "
             f"got shape {tuple(doclens.shape)} summing to {int(doclens.sum()) if doclens.numel() else 0}"
         )
@@ -133,26 +139,32 @@ def _as_chunk(chunk: ChunkLike) -> DocumentChunk:
 
 
 def validate_chunk(chunk: DocumentChunk, dim: int, first_pid: int) -> DocumentChunk:
-    """Check shapes, dim, lengths, finiteness and stored-field count; return it with float32 embeddings."""
+    """Check shapes, dim, lengths, finiteness and stored-field count; return it with float32 embeddings.
+
+    Raises:
+        IndexInputError: the first check that fails, naming the chunk's documents (pids).
+    """
     embeddings, doclens = chunk.embeddings, chunk.doclens
     where = f"documents {first_pid}..{first_pid + chunk.num_documents - 1}"
     if embeddings.ndim != 2:
-        raise ValueError(
+        raise IndexInputError(
             f"{where}: embeddings must be 2-D (n_vectors, dim), got shape {tuple(embeddings.shape)}"
         )
     if embeddings.shape[1] != dim:
-        raise ValueError(f"{where}: embeddings have dim {embeddings.shape[1]}, the index has dim {dim}")
+        raise IndexInputError(f"{where}: embeddings have dim {embeddings.shape[1]}, the index has dim {dim}")
     if doclens.ndim != 1 or doclens.dtype.is_floating_point or (doclens < 0).any():
-        raise ValueError(f"{where}: doclens must be a 1-D tensor of non-negative integers, got {doclens}")
+        raise IndexInputError(
+            f"{where}: doclens must be a 1-D tensor of non-negative integers, got {doclens}"
+        )
     if int(doclens.sum()) != embeddings.shape[0]:
-        raise ValueError(
+        raise IndexInputError(
             f"{where}: doclens sum to {int(doclens.sum())} but there are {embeddings.shape[0]} vectors"
         )
     if chunk.documents is not None and len(chunk.documents) != chunk.num_documents:
-        raise ValueError(
+        raise IndexInputError(
             f"{where}: {len(chunk.documents)} stored documents for {chunk.num_documents} embeddings"
         )
     embeddings = embeddings.detach().float()
     if not torch.isfinite(embeddings).all():
-        raise ValueError(f"{where}: embeddings contain NaN or infinite values")
+        raise IndexInputError(f"{where}: embeddings contain NaN or infinite values")
     return DocumentChunk(embeddings, doclens.long(), chunk.documents)

@@ -27,7 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from flmr.index.errors import DAMAGED_HINT, IndexExistsError, IndexFormatError, IndexLockedError
+from flmr.index.errors import (
+    DAMAGED_HINT,
+    IndexExistsError,
+    IndexFormatError,
+    IndexInputError,
+    IndexLockedError,
+)
 from flmr.index.locking import DEFAULT_LOCK_TIMEOUT, BuildLock, write_lock
 
 FORMAT_NAME = "flmr-plaid-index"
@@ -204,9 +210,16 @@ class GrowingArrayFile:
         self._file.write(b"\0" * _NPY_HEADER_BYTES)
 
     def append(self, rows: np.ndarray) -> None:
+        """Write ``rows`` (n, *row_shape) after the rows so far.
+
+        Raises:
+            IndexInputError: the rows have another shape.
+        """
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if rows.shape[1:] != self.row_shape:
-            raise ValueError(f"{self.path.name}: rows of shape {rows.shape[1:]}, expected {self.row_shape}")
+            raise IndexInputError(
+                f"{self.path.name}: rows of shape {rows.shape[1:]}, expected {self.row_shape}"
+            )
         self._file.write(rows.tobytes())
         self.num_rows += rows.shape[0]
 
@@ -243,6 +256,12 @@ class DocumentStoreWriter:
         self._position = 0
 
     def append(self, first_pid: int, documents: list[Mapping[str, Any]] | None, count: int) -> None:
+        """Write the stored fields of documents ``first_pid`` .. ``first_pid + count - 1`` (empty without
+        ``documents``).
+
+        Raises:
+            IndexInputError: a document with an unknown field or fields that are not JSON-serialisable.
+        """
         lines = []
         for row in range(count):
             fields = documents[row] if documents is not None else {}
@@ -263,13 +282,13 @@ class DocumentStoreWriter:
 def _encode_document(pid: int, fields: Mapping[str, Any]) -> bytes:
     unknown = set(fields) - set(DOCUMENT_FIELDS)
     if unknown:
-        raise ValueError(
+        raise IndexInputError(
             f"document {pid}: unknown stored fields {sorted(unknown)}, allowed: {DOCUMENT_FIELDS}"
         )
     try:
         return (json.dumps({key: fields[key] for key in DOCUMENT_FIELDS if key in fields}) + "\n").encode()
     except TypeError as error:
-        raise ValueError(f"document {pid}: stored fields are not JSON-serialisable ({error})") from error
+        raise IndexInputError(f"document {pid}: stored fields are not JSON-serialisable ({error})") from error
 
 
 class DocumentStoreReader:

@@ -32,8 +32,8 @@ def verify_index(path: str | Path) -> VerifyReport:
     that checksums cannot show is reported too. Reads the whole index: O(index size) disk reads.
 
     Example:
-        >>> report = verify_index("my_index")  # doctest: +SKIP
-        >>> report.ok, report.problems  # doctest: +SKIP
+        >>> report = verify_index("my_index")
+        >>> report.ok, report.problems
         (True, [])
     """
     from flmr.index.index import Index

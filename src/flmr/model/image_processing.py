@@ -73,8 +73,10 @@ def load_image_processor(config: FLMRConfig, name_or_path: str | None = None) ->
             reachable nor in the local hub cache.
 
     Example:
-        >>> processor = load_image_processor(model.config)
-        >>> pixel_values = processor(images, return_tensors="pt")["pixel_values"]  # (n, 3, size, size)
+        >>> from PIL import Image
+        >>> processor = load_image_processor(model.config)  # the one saved in the checkpoint's folder
+        >>> processor([Image.new("RGB", (64, 48))], return_tensors="pt")["pixel_values"].shape
+        torch.Size([1, 3, 32, 32])
     """
     if name_or_path is not None:
         local_only = cache_only(name_or_path, "image processor", IMAGE_PROCESSOR_NAME)
@@ -108,7 +110,10 @@ def resolve_image_processor(config: FLMRConfig, image_processor: Any = None) -> 
     it is, else the one named by ``image_processor`` (a name or folder) or [`load_image_processor`]'s.
 
     Example:
-        >>> resolve_image_processor(model.config, "openai/clip-vit-base-patch32")
+        >>> resolve_image_processor(model.config, processor) is processor
+        True
+        >>> resolve_image_processor(model.config).crop_size.height
+        32
     """
     if not config.use_vision_encoder:
         return None

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from .configuration_flmr import FLMRConfig
+from .errors import ModelInputError
 from .modeling_flmr import FLMRModelForRetrieval
 from .tokenization_flmr import FLMRContextEncoderTokenizer, FLMRQueryEncoderTokenizer
 
@@ -26,9 +27,24 @@ def retriever_from_text_encoder(
         seed: seed of the random initialisation of the new layers.
         config_fields: further [`FLMRConfig`] fields.
 
-    Example:
-        >>> model = retriever_from_text_encoder("path/to/bert-base-uncased", dim=128)
+    Raises:
+        ModelInputError: the text encoder's weights do not fit the FLMR text encoder (missing or
+            unexpected keys).
+
+    Example (a tiny random BERT saved with bert-base-uncased's vocabulary stands in for a real one):
+        >>> import shutil
+        >>> from transformers import BertConfig, BertModel
+        >>> from flmr.data import BERT_VOCAB_FOLDER
+        >>> bert = BertConfig(hidden_size=24, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
+        >>> BertModel(bert).save_pretrained("tiny_bert")
+        >>> _ = shutil.copy(BERT_VOCAB_FOLDER / "vocab.txt", "tiny_bert")
+        >>> model = retriever_from_text_encoder("tiny_bert", dim=16)
+        >>> model.config.dim, model.config.text_config.hidden_size, model.config.use_vision_encoder
+        (16, 24, False)
         >>> model.save_pretrained("my_flmr")
+
+    With a published text encoder from the model hub (not run by the tests):
+        >>> model = retriever_from_text_encoder("google-bert/bert-base-uncased", dim=128)  # doctest: +SKIP
     """
     path = str(text_encoder_path)
     backbone_config = AutoConfig.from_pretrained(path)
@@ -54,7 +70,7 @@ def retriever_from_text_encoder(
         pretrained.state_dict(), strict=False
     )
     if missing or unexpected:
-        raise ValueError(
+        raise ModelInputError(
             f"{path} does not fit the text encoder: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     return model.eval()

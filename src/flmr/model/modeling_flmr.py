@@ -23,6 +23,7 @@ from flmr.runtime import sized_threads
 
 from .checkpoint_layout import to_model_layout, to_published_layout
 from .configuration_flmr import BERT_BASE_NAMES, FLMRConfig, FLMRTextConfig, FLMRVisionConfig
+from .errors import MissingTokenizerError, ModelInputError
 from .image_processing import load_image_processor
 from .tokenization_flmr import (
     FLMRContextEncoderTokenizer,
@@ -231,7 +232,7 @@ def _mapping_network_config(config: FLMRConfig) -> BertConfig:
     else:
         mapping_config = BertConfig.from_pretrained(base, **overrides)
     if mapping_config.num_hidden_layers is None:
-        raise ValueError(
+        raise ModelInputError(
             "use_transformer_mapping_network needs transformer_mapping_num_hidden_layers in the config"
         )
     return mapping_config
@@ -270,7 +271,7 @@ def _per_example_flags(flag: bool | list[bool], batch_size: int, name: str) -> t
         return None
     flags = torch.as_tensor(list(flag), dtype=torch.float32)
     if flags.numel() != batch_size:
-        raise ValueError(f"{name} has {flags.numel()} per-example flags for a batch of {batch_size}")
+        raise ModelInputError(f"{name} has {flags.numel()} per-example flags for a batch of {batch_size}")
     return flags.view(-1, 1, 1)
 
 
@@ -280,13 +281,17 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
     When ``separate_query_and_context_*`` is false (all published checkpoints), queries and documents
     share one module: ``query_text_encoder`` is ``context_text_encoder`` and so on.
 
-    Example:
-        >>> model = FLMRModelForRetrieval.from_pretrained("LinWeizheDragon/PreFLMR_ViT-L")
+    Example (``"my_checkpoint"`` is a tiny one, 32x32-pixel images; a published one is loaded by its
+    hub name, e.g. ``"LinWeizheDragon/PreFLMR_ViT-L"``):
+        >>> model = FLMRModelForRetrieval.from_pretrained("my_checkpoint")
         >>> q = model.query_tokenizer(["Question: what is this building?"])
-        >>> Q = model.query(**q, pixel_values=torch.zeros(1, 3, 224, 224)).late_interaction_output
-        >>> d = model.context_tokenizer(["The Eiffel Tower is in Paris."])
+        >>> Q = model.query(**q, pixel_values=torch.zeros(1, 3, 32, 32)).late_interaction_output
+        >>> Q.shape  # (batch, query_maxlen + image vectors, dim)
+        torch.Size([1, 36, 16])
+        >>> d = model.context_tokenizer(["The Eiffel Tower is in Paris."], max_length=16)
         >>> out = model.doc(**d)
-        >>> model.score(Q, out.late_interaction_output, out.context_mask)  # shape (1,)
+        >>> model.score(Q, out.late_interaction_output, out.context_mask).shape
+        torch.Size([1])
     """
 
     _SHARED_QUERY_MODULES = {
@@ -354,7 +359,7 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         tokenizer = getattr(self, name)
         if tokenizer is None:
             cls = FLMRQueryEncoderTokenizer if name == "query_tokenizer" else FLMRContextEncoderTokenizer
-            raise ValueError(
+            raise ModelInputError(
                 f"this FLMRModelForRetrieval has no {name}, which it needs to build its token masks: pass "
                 f"{name}={cls.__name__}.from_pretrained(<checkpoint>, subfolder='{name}') to from_pretrained "
                 "or to the constructor"
@@ -403,20 +408,20 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         side: str,
     ) -> None:
         if pixel_values is not None and image_features is not None:
-            raise ValueError(f"{side}: pass either pixel_values or image_features, not both")
+            raise ModelInputError(f"{side}: pass either pixel_values or image_features, not both")
         if not self.config.use_vision_encoder:
-            raise ValueError(
+            raise ModelInputError(
                 f"{side}: this model has no vision encoder (use_vision_encoder=False); pass text only"
             )
         images = pixel_values if pixel_values is not None else image_features
         if images.shape[0] != batch_size:
             kind = "pixel_values" if pixel_values is not None else "image_features"
-            raise ValueError(
+            raise ModelInputError(
                 f"{side}: {kind} has {images.shape[0]} images for {batch_size} texts; pass one image per text "
                 "(pixel_values of shape (batch, 3, H, W), or (batch, regions, 3, H, W) for several regions each)"
             )
         if pixel_values is not None and pixel_values.dim() not in (4, 5):
-            raise ValueError(
+            raise ModelInputError(
                 f"{side}: pixel_values must be 4-D or 5-D, got shape {tuple(pixel_values.shape)}"
             )
 
@@ -483,6 +488,11 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         Returns:
             [`FLMRQueryEncoderOutput`] with ``late_interaction_output`` of shape
             (batch, query_length + n_image_vectors, dim).
+
+        Raises:
+            ModelInputError: both ``pixel_values`` and ``image_features``, images for a model without a
+                vision encoder or of another batch size or shape, or no part (text or image) to encode.
+            MissingTokenizerError: the model has no query tokenizer (needed for its instruction mask).
         """
         del output_attentions  # accepted for compatibility with the original signature
         batch_size = input_ids.shape[0]
@@ -534,7 +544,7 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
                 self._apply_flags(image_vectors, use_vision, batch_size, "concat_output_from_vision_encoder")
             )
         if not parts:
-            raise ValueError(
+            raise ModelInputError(
                 "query: both concat_output_from_text_encoder and concat_output_from_vision_encoder are off"
             )
 
@@ -555,12 +565,12 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         if not self.config.use_transformer_mapping_network:
             return
         if image_features is not None:
-            raise ValueError(
+            raise ModelInputError(
                 "query: this PreFLMR model's transformer mapping network needs the vision encoder's patch states, "
                 "so it cannot use pre-extracted image_features; pass pixel_values of shape (batch, 3, H, W)"
             )
         if pixel_values.dim() == 5 and pixel_values.shape[1] != 1:
-            raise ValueError(
+            raise ModelInputError(
                 f"query: PreFLMR takes one image per query, got {pixel_values.shape[1]} regions per query "
                 f"(pixel_values of shape {tuple(pixel_values.shape)}); pass (batch, 3, H, W)"
             )
@@ -599,6 +609,10 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
 
         Returns:
             [`FLMRContextEncoderOutput`].
+
+        Raises:
+            ModelInputError: as [`query`] does for images and parts.
+            MissingTokenizerError: the model has no context tokenizer (needed for its punctuation mask).
         """
         del output_attentions, return_mask  # accepted for compatibility with the original signature
         batch_size = input_ids.shape[0]
@@ -613,7 +627,7 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
             else concat_output_from_text_encoder
         )
         if use_vision and pixel_values is None and image_features is None:
-            raise ValueError(
+            raise ModelInputError(
                 "doc: concat_output_from_vision_encoder is on but no pixel_values or image_features were given"
             )
 
@@ -639,7 +653,7 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
             vectors.append(text_vectors * text_mask.unsqueeze(2).to(text_vectors.dtype))
             masks.append(text_mask)
         if not vectors:
-            raise ValueError(
+            raise ModelInputError(
                 "doc: both concat_output_from_text_encoder and concat_output_from_vision_encoder are off"
             )
 
@@ -724,6 +738,10 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
             ``use_in_batch_negatives`` (each query against every document of the batch, gathered from
             all processes with ``in_batch_negatives_from_all_gpus``), else the cross-entropy over each
             query's own group with its positive as target. ``scores`` is (batch, 1 + negatives).
+
+        Raises:
+            ModelInputError: the contexts are not ``batch * (1 + num_negative_examples)`` documents, or
+                as [`query`] and [`doc`] do for their inputs.
         """
         Q = self.query(
             query_input_ids,
@@ -745,7 +763,7 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         D, D_mask = context.late_interaction_output, context.context_mask
         group_size = num_negative_examples + 1
         if D.shape[0] != Q.shape[0] * group_size:
-            raise ValueError(
+            raise ModelInputError(
                 f"forward: {Q.shape[0]} queries with num_negative_examples={num_negative_examples} need "
                 f"{Q.shape[0] * group_size} contexts, got {D.shape[0]}"
             )
@@ -794,7 +812,8 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         ``output_loading_info``, ``attn_implementation``, ...).
 
         Example:
-            >>> model = FLMRModelForRetrieval.from_pretrained("path/to/PreFLMR_ViT-B", dtype=torch.bfloat16)
+            >>> FLMRModelForRetrieval.from_pretrained("my_checkpoint", dtype=torch.bfloat16).dtype
+            torch.bfloat16
         """
         path = str(pretrained_model_name_or_path)
         hub_kwargs = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
@@ -849,7 +868,9 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
         [`load_image_processor`]), so that the folder loads without the network.
 
         Example:
-            >>> model.save_pretrained("my_flmr")  # then FLMRModelForRetrieval.from_pretrained("my_flmr")
+            >>> model.save_pretrained("my_flmr")
+            >>> FLMRModelForRetrieval.from_pretrained("my_flmr").config.dim
+            16
         """
         state_dict = kwargs.pop("state_dict", None) or self.state_dict()
         super().save_pretrained(
@@ -863,14 +884,6 @@ class FLMRModelForRetrieval(FLMRPreTrainedModel):
                 tokenizer.save_pretrained(os.path.join(save_directory, folder))
         if self.config.use_vision_encoder:
             load_image_processor(self.config).save_pretrained(save_directory)
-
-
-class MissingTokenizerError(OSError):
-    """A checkpoint lacks its ``query_tokenizer/`` or ``context_tokenizer/`` folder (``folder``)."""
-
-    def __init__(self, folder: str, message: str):
-        super().__init__(message)
-        self.folder = folder
 
 
 def _load_tokenizer(cls: type, path: str, folder: str, config: FLMRConfig, hub_kwargs: dict) -> Any:

@@ -11,8 +11,11 @@ dtype you want). float32 stays the default: neither variant keeps the top-10 of 
 benchmark at >= 0.99 (bfloat16 0.978, int8 0.55; ``benchmarks/encode.py --precision-agreement``).
 
 Example:
-    >>> model = apply_precision(FLMRModelForRetrieval.from_pretrained("my_checkpoint"), "int8")  # doctest: +SKIP
-    >>> resolve_precision("auto", "cpu")  # on a CPU without AMX / AVX-512 BF16
+    >>> from flmr import FLMRModelForRetrieval
+    >>> model = apply_precision(FLMRModelForRetrieval.from_pretrained("my_checkpoint"), "int8")
+    >>> model.context_text_encoder.text_model.encoder.layer[0].attention.self.query
+    DynamicQuantizedLinear(in_features=24, out_features=24, dtype=torch.qint8, qscheme=torch.per_tensor_affine)
+    >>> resolve_precision("auto", "cpu", flags=frozenset({"avx2"}))  # a CPU without AMX / AVX-512 BF16
     'float32'
 """
 
@@ -25,6 +28,8 @@ from typing import Literal, get_args
 
 import torch
 from torch import nn
+
+from flmr.model.errors import ModelInputError
 
 Precision = Literal["float32", "bfloat16", "int8"]
 PRECISIONS: tuple[str, ...] = (*get_args(Precision), "auto")
@@ -73,15 +78,15 @@ def resolve_precision(
     """The concrete precision ``precision`` means on ``device`` (``"auto"`` is resolved as the module says).
 
     Raises:
-        ValueError: for an unknown precision, or int8 on an accelerator (dynamic quantisation is CPU-only).
+        ModelInputError: an unknown precision, or int8 on an accelerator (dynamic quantisation is CPU-only).
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise ModelInputError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     on_cpu = torch.device(device).type == "cpu"
     if precision == "auto":
         return "bfloat16" if on_cpu and cpu_has_fast_bfloat16(flags) else "float32"
     if precision == "int8" and not on_cpu:
-        raise ValueError(f"precision 'int8' (dynamic quantisation) runs on CPU only, not on {device}")
+        raise ModelInputError(f"precision 'int8' (dynamic quantisation) runs on CPU only, not on {device}")
     return precision  # type: ignore[return-value]
 
 
@@ -90,6 +95,9 @@ def apply_precision(model: nn.Module, precision: str, device: str | torch.device
 
     float32 and bfloat16 cast every weight; int8 quantises the encoders' linear layers in place (no copy
     of the model, so memory does not double) after casting to float32. The model is put in eval mode.
+
+    Raises:
+        ModelInputError: as [`resolve_precision`].
     """
     concrete = resolve_precision(precision, device)
     model = model.eval()

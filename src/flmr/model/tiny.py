@@ -5,8 +5,9 @@ tests use them. The tokenizers are the published checkpoints' own (bert-base-unc
 in ``flmr.data``), so texts tokenize exactly as they do for ``LinWeizheDragon/PreFLMR_ViT-B``.
 
 Example:
-    >>> path = write_tiny_checkpoint("/tmp/flmr-tiny")  # doctest: +SKIP
-    >>> model = FLMRModelForRetrieval.from_pretrained(path)  # doctest: +SKIP
+    >>> path = write_tiny_checkpoint("flmr-tiny")
+    >>> FLMRModelForRetrieval.from_pretrained(path).config.dim
+    16
 
 On the command line: ``flmr tiny-checkpoint /tmp/flmr-tiny [--style preflmr]``.
 """
@@ -20,6 +21,7 @@ import torch
 from flmr.data import BERT_VOCAB_FOLDER
 
 from .configuration_flmr import FLMRConfig
+from .errors import ModelInputError
 from .modeling_flmr import FLMRModelForRetrieval
 from .tokenization_flmr import FLMRContextEncoderTokenizer, FLMRQueryEncoderTokenizer
 
@@ -48,9 +50,13 @@ _PREFLMR = {
 
 def tiny_config(style: TinyStyle = "flmr") -> FLMRConfig:
     """The configuration of a tiny checkpoint: 16-dim vectors, 2-layer 24-wide text and vision encoders,
-    32x32-pixel images, 4 image vectors; ``"preflmr"`` adds PreFLMR's 1-layer mapping network."""
+    32x32-pixel images, 4 image vectors; ``"preflmr"`` adds PreFLMR's 1-layer mapping network.
+
+    Raises:
+        ModelInputError: ``style`` is neither ``"flmr"`` nor ``"preflmr"``.
+    """
     if style not in TINY_STYLES:
-        raise ValueError(f"style must be one of {', '.join(TINY_STYLES)}, got {style!r}")
+        raise ModelInputError(f"style must be one of {', '.join(TINY_STYLES)}, got {style!r}")
     extra = _PREFLMR if style == "preflmr" else {}
     return FLMRConfig(
         dim=16, mapping_network_prefix_length=4, text_config=TINY_TEXT, vision_config=TINY_VISION, **extra

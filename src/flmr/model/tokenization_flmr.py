@@ -11,6 +11,8 @@ from typing import Any
 
 from transformers import BatchEncoding, BertTokenizer
 
+from .errors import ModelInputError
+
 QUERY_MARKER = "[unused0]"
 CONTEXT_MARKER = "[unused1]"
 MARKER_PLACEHOLDER = ". "
@@ -54,7 +56,7 @@ class FLMRContextEncoderTokenizer(_MarkedBertTokenizer):
         text_config: accepted for compatibility with later versions of the original; unused.
 
     Example:
-        >>> tok = FLMRContextEncoderTokenizer.from_pretrained(path, subfolder="context_tokenizer")
+        >>> tok = FLMRContextEncoderTokenizer.from_pretrained("my_checkpoint", subfolder="context_tokenizer")
         >>> enc = tok(["Paris is the capital of France."], max_length=16)
         >>> enc["input_ids"].shape
         torch.Size([1, 16])
@@ -100,7 +102,7 @@ class FLMRQueryEncoderTokenizer(_MarkedBertTokenizer):
             configuration does not set one.
 
     Example:
-        >>> tok = FLMRQueryEncoderTokenizer.from_pretrained(path, subfolder="query_tokenizer")
+        >>> tok = FLMRQueryEncoderTokenizer.from_pretrained("my_checkpoint", subfolder="query_tokenizer")
         >>> enc = tok(["What is the capital of France?"])
         >>> enc["input_ids"].shape
         torch.Size([1, 32])
@@ -162,10 +164,14 @@ def punctuation_token_ids(tokenizer: BertTokenizer) -> set[int]:
 
 
 def first_token_id(tokenizer: BertTokenizer, text: str) -> int:
-    """Id of the first token of ``text`` encoded without special tokens."""
+    """Id of the first token of ``text`` encoded without special tokens.
+
+    Raises:
+        ModelInputError: ``text`` encodes to no token (e.g. it is blank).
+    """
     ids = tokenizer.encode(text, add_special_tokens=False)
     if not ids:
-        raise ValueError(f"{text!r} encodes to no token with {type(tokenizer).__name__}")
+        raise ModelInputError(f"{text!r} encodes to no token with {type(tokenizer).__name__}")
     return ids[0]
 
 

@@ -20,6 +20,7 @@ from flmr.encoding import (
 )
 from flmr.encoding.layout import document_tokens
 from flmr.encoding.queries import ImageInput, build_query_text
+from flmr.errors import FLMRError
 from flmr.index import DocumentChunk, Index, IndexExistsError, IndexWriter, stored_fields
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import load_image_processor
@@ -40,7 +41,7 @@ def encoding_chunks_folder(path: str | os.PathLike) -> Path:
     return path.parent / f"{path.name}.chunks"
 
 
-class EncoderMismatchError(ValueError):
+class EncoderMismatchError(FLMRError, ValueError):
     """An index was built with another checkpoint than the one that encodes the queries."""
 
 
@@ -399,13 +400,22 @@ class Retriever:
             index.refresh_if_due()
         else:
             index = Index.load(index)
-        if not index.encoder.compatible_with(self.encoder_identity):
-            raise EncoderMismatchError(
-                f"the index at {index.path} was built with another checkpoint ({index.encoder.describe()}) "
-                f"than this retriever's ({self.encoder_identity.describe()}): "
-                "re-index with this checkpoint or search with the one that built it"
-            )
+        self.check_index(index)
         return index
+
+    def check_index(self, index: Index) -> None:
+        """Check that ``index`` (or every shard of a sharded index) was built with this retriever's checkpoint.
+
+        Raises:
+            EncoderMismatchError: it records another checkpoint (digest or weights).
+        """
+        for part in getattr(index, "shards", None) or [index]:
+            if not part.encoder.compatible_with(self.encoder_identity):
+                raise EncoderMismatchError(
+                    f"the index at {part.path} was built with another checkpoint ({part.encoder.describe()}) "
+                    f"than this retriever's ({self.encoder_identity.describe()}): "
+                    "re-index with this checkpoint or search with the one that built it"
+                )
 
 
 def _query_inputs(

@@ -1,7 +1,9 @@
 """Errors of the search stage: one base class, ``SearchError``, a ``ValueError`` as before."""
 
+from flmr.errors import FLMRError
 
-class SearchError(ValueError):
+
+class SearchError(FLMRError, ValueError):
     """A search that cannot run as asked: bad settings, queries, filters, or a store it needs is missing."""
 
 

@@ -7,10 +7,13 @@ similarity, its contribution; the contributions sum to the score. It is computed
 vectors the searchers re-rank by (stored or decompressed, see ``Index.document_vectors``), so it
 explains the score a search reports.
 
-Example:
-    >>> explanation = explain_document(index, pid=3, query_vectors=Q[0])  # doctest: +SKIP
-    >>> [(m.query.label, m.document.label, round(m.contribution, 3)) for m in explanation.top_matches(2)]
-    [('paris', 'paris', 0.912), ('[CLS]', '[CLS]', 0.85)]  # doctest: +SKIP
+Example (``Retriever.explain`` labels the vectors with their tokens; here they are ``vector i``):
+    >>> explanation = explain_document(index, pid=3, query_vectors=Q[0])
+    >>> len(explanation.matches), len(explanation.document_tokens)  # query vectors, document vectors
+    (32, ...)
+    >>> match = explanation.top_matches(1)[0]  # the query vector that adds the most
+    >>> match.query.label, match.document.label
+    ('vector ...', 'vector ...')
 """
 
 from __future__ import annotations
@@ -120,8 +123,8 @@ def explain_document(
     (both default to True) for the score to be the one it reported.
 
     Example:
-        >>> explanation = explain_document(index, 0, Q[0])  # doctest: +SKIP
-        >>> abs(sum(m.contribution for m in explanation.matches) - explanation.score) < 1e-5  # doctest: +SKIP
+        >>> explanation = explain_document(index, 0, Q[0])
+        >>> abs(sum(m.contribution for m in explanation.matches) - explanation.score) < 1e-5
         True
     """
     if query_vectors.ndim != 2 or query_vectors.shape[1] != index.dim:

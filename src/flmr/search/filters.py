@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flmr.search.errors import SearchError
+
 if TYPE_CHECKING:  # torch and the index load on use, so that the command line checks filters quickly
     import torch
 
@@ -54,7 +56,7 @@ OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", *RANGE_OPERATORS)
 Scalar = str | int | float | bool | None
 
 
-class FilterError(ValueError):
+class FilterError(SearchError):
     """A filter that is not valid; the message names the field and operator at fault."""
 
 

@@ -48,7 +48,7 @@ from flmr.encoding.queries import DEFAULT_INSTRUCTIONS, InstructionError, resolv
 from flmr.index import Index, StoredDocument
 from flmr.retrieval import Retriever
 from flmr.runtime import reserve_cpus
-from flmr.search import FilterError, HybridHit, MetadataFilter, SearchHit, compile_filter
+from flmr.search import FilterError, HybridHit, MetadataFilter, Searcher, SearchHit, compile_filter
 from flmr.search.hybrid import Fusion
 
 from . import schemas
@@ -75,14 +75,21 @@ ERROR_RESPONSES: dict[int | str, dict] = {
 }
 
 
-def create_app(retriever: Retriever, index: Index, settings: ServiceSettings | None = None) -> FastAPI:
-    """The search service for ``index``, whose queries ``retriever`` encodes.
+def create_app(
+    retriever: Retriever,
+    index: Index,
+    settings: ServiceSettings | None = None,
+    searcher: Searcher | None = None,
+) -> FastAPI:
+    """The search service for ``index`` (an ``Index`` or a sharded index), whose queries ``retriever``
+    encodes and ``searcher`` searches (default: ``build_searcher(index, settings.search)``; Ray Serve
+    passes one over its shard deployments, see ``flmr.distributed.serve``).
 
     The model is warmed up (and checked against the index) when the app starts; requests that
     arrive together are encoded in batches of up to ``settings.max_batch_size`` queries.
     """
     settings = settings or ServiceSettings()
-    service = _Service(SearchEngine(retriever, index, settings), settings)
+    service = _Service(SearchEngine(retriever, index, settings, searcher), settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -19,14 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from .errors import BatchResultError, ServingSettingsError
+
 RequestT = TypeVar("RequestT")
 ResultT = TypeVar("ResultT")
 
 logger = logging.getLogger(__name__)
-
-
-class BatchResultError(RuntimeError):
-    """``process_batch`` broke its contract (not one result per request): a bug, not a bad request."""
 
 
 @dataclass
@@ -46,6 +44,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         history: how many recent batch sizes ``batch_sizes`` keeps.
         request_errors: exception types that are a request's own fault (a query the model rejects):
             logged without a traceback when a request fails alone with one.
+
+    Raises:
+        ServingSettingsError: ``max_batch_size`` is not positive.
 
     Example:
         >>> async def demo():
@@ -82,7 +83,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         request_errors: tuple[type[Exception], ...] = (),
     ) -> None:
         if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be positive, got {max_batch_size}")
+            raise ServingSettingsError(f"max_batch_size must be positive, got {max_batch_size}")
         self.process_batch = process_batch
         self.max_batch_size = max_batch_size
         self.max_wait_seconds = max_wait_ms / 1000

@@ -10,9 +10,11 @@ from PIL import Image, UnidentifiedImageError
 
 from flmr.index import Index, StoredDocument
 from flmr.retrieval import Retriever
-from flmr.search import MetadataFilter, SearchHit
-from flmr.search.hybrid import Fusion
+from flmr.search import MetadataFilter, Searcher, SearchHit, build_searcher
+from flmr.search.hybrid import HybridSearcher
+from flmr.search.settings import Fusion, HybridSettings
 
+from .errors import ServingError
 from .inputs import ACCEPTED_IMAGE_FORMATS, InputError
 from .settings import ServiceSettings
 
@@ -41,11 +43,11 @@ class SearchQuery:
         return self.image is not None, spec, self.hybrid_weight, self.fusion
 
 
-class DocumentNotFound(LookupError):
+class DocumentNotFound(ServingError, LookupError):
     """No document, or no servable image, for what was asked; the message says which."""
 
 
-class ImageOutsideRoot(PermissionError):
+class ImageOutsideRoot(ServingError, PermissionError):
     """A document's stored image path resolves outside the folder images may be served from."""
 
 
@@ -53,9 +55,11 @@ class SearchEngine:
     """Encode and search batches of queries against one index with one retriever.
 
     Args:
-        retriever: a [`Retriever`] holding the checkpoint the index was built with.
-        index: the loaded [`Index`].
+        retriever: a [`Retriever`] holding the checkpoint the index was built with; it encodes queries.
+        index: the loaded [`Index`], or a sharded index: the store documents are read from.
         settings: the service's [`ServiceSettings`] (search mode, image root).
+        searcher: the [`Searcher`] over ``index`` (default: ``build_searcher(index, settings.search)``);
+            e.g. a Ray sharded searcher. A request's hybrid fusion wraps it in a ``HybridSearcher``.
 
     Example:
         >>> engine = SearchEngine(Retriever.from_pretrained("my_checkpoint"), Index.load("my_index"))
@@ -63,15 +67,27 @@ class SearchEngine:
         >>> hits = engine.search_batch([SearchQuery("Which editor runs in a terminal?", k=3)])[0]
     """
 
-    def __init__(self, retriever: Retriever, index: Index, settings: ServiceSettings | None = None) -> None:
+    def __init__(
+        self,
+        retriever: Retriever,
+        index: Index,
+        settings: ServiceSettings | None = None,
+        searcher: Searcher | None = None,
+    ) -> None:
         self.retriever = retriever
         self.index = index
         self.settings = settings or ServiceSettings()
+        self.searcher = searcher or build_searcher(index, self.settings.search, device=retriever.device)
         self.ready = False
         self._searching = threading.Lock()  # held while a batch searches: the index moves on only between
 
     def warm_up(self) -> None:
-        """Run one query end to end: checks the index fits the checkpoint and pays first-call costs."""
+        """Run one query end to end: checks the index fits the checkpoint and pays first-call costs.
+
+        Raises:
+            EncoderMismatchError: the index was built with another checkpoint than the retriever's.
+        """
+        self.retriever.check_index(self.index)
         self.search_batch([SearchQuery(WARM_UP_QUERY, k=1)])
         self.ready = True
 
@@ -113,16 +129,19 @@ class SearchEngine:
             with_image = first.image is not None
             # PLAID's candidates (and hybrid fusion's) do not depend on k for k <= ndocs // 2 (and
             # k <= the fusion depth), so one search with the largest k gives every query its own top-k.
-            hits = self.retriever.search(
-                [query.text for query in group],
-                self.index,
-                k=max(query.k for query in group),
-                images=[query.image for query in group] if with_image else None,
-                filter=first.filter,
-                hybrid_weight=first.hybrid_weight,
-                fusion=first.fusion,
+            texts = [query.text for query in group]
+            vectors = self.retriever.encode_queries(
+                texts,
+                [query.image for query in group] if with_image else None,
                 instruction=[query.instruction for query in group],
-                settings=self.settings.search,
+            )
+            searcher = self.searcher
+            if first.hybrid_weight is not None:
+                searcher = HybridSearcher(
+                    searcher, settings=HybridSettings(first.hybrid_weight, first.fusion)
+                )
+            hits = searcher.search(
+                vectors, max(query.k for query in group), True, first.filter, query_texts=texts
             )
             for position, query, query_hits in zip(positions, group, hits, strict=True):
                 results[position] = query_hits[: query.k]

@@ -8,6 +8,7 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
+from .errors import InputError
 from .settings import ServiceSettings
 
 ACCEPTED_IMAGE_FORMATS = {
@@ -19,20 +20,6 @@ ACCEPTED_IMAGE_FORMATS = {
 }
 _ACCEPTED_FORMATS_TEXT = "JPEG, PNG, GIF, WEBP or BMP"
 _DATA_URL_PREFIX = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
-
-
-class InputError(ValueError):
-    """A request the service refuses; ``status`` is the HTTP status code that says why.
-
-    Example:
-        >>> InputError(413, "image too large").status
-        413
-    """
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def check_query(
@@ -65,7 +52,7 @@ def checked_text(text: str, what: str, settings: ServiceSettings) -> str:
         >>> checked_text("\\ud800", "the query text", ServiceSettings())
         Traceback (most recent call last):
         ...
-        flmr.serving.inputs.InputError: the query text is not valid Unicode: it holds the lone surrogate U+D800
+        flmr.serving.errors.InputError: the query text is not valid Unicode: it holds the lone surrogate U+D800
     """
     text = text.strip()
     if len(text) > settings.max_query_chars:
@@ -89,7 +76,7 @@ def decode_base64_image(data: str, settings: ServiceSettings) -> Image.Image:
         >>> decode_base64_image("bm90IGFuIGltYWdl", ServiceSettings())
         Traceback (most recent call last):
         ...
-        flmr.serving.inputs.InputError: the image is not a readable JPEG, PNG, GIF, WEBP or BMP file
+        flmr.serving.errors.InputError: the image is not a readable JPEG, PNG, GIF, WEBP or BMP file
     """
     data = _DATA_URL_PREFIX.sub("", data.strip(), count=1)
     # base64 takes 4 characters per 3 bytes: refuse oversized payloads before decoding them

@@ -1,8 +1,10 @@
 """Contrastive finetuning of FLMR / PreFLMR retrievers (PyTorch Lightning).
 
-Example:
+Example (not run by the tests: it needs M2KR and a published checkpoint from the hub, and hours; see
+``finetune`` for a run on the tiny checkpoint):
     >>> from flmr.training import FinetuneConfig, finetune, load_training_data
-    >>> train = load_training_data("m2kr_local", task="EVQA", split="train", image_root="/data/EVQA")  # doctest: +SKIP
+    >>> train = load_training_data("BByrneLab/multi_task_multi_modal_knowledge_retrieval_benchmark_M2KR",
+    ...                            task="EVQA", split="train", image_root="/data/EVQA")  # doctest: +SKIP
     >>> finetune("LinWeizheDragon/PreFLMR_ViT-B", train, "saved_models", FinetuneConfig(max_steps=100))  # doctest: +SKIP
 """
 
@@ -21,13 +23,13 @@ _EXPORTS = {
             "DatasetPassages",
             "Passage",
             "TrainingData",
-            "TrainingDataError",
             "load_training_data",
             "m2kr_training_data",
             "read_jsonl_examples",
         ),
         ".data",
     ),
+    **dict.fromkeys(("TrainingConfigError", "TrainingDataError", "TrainingError"), ".errors"),
     **dict.fromkeys(("RetrievalValidator",), ".validation"),
     **dict.fromkeys(("finetune", "FinetuneResult"), ".trainer"),
     **dict.fromkeys(
@@ -49,8 +51,10 @@ __all__ = [
     "Passage",
     "RetrievalValidator",
     "SavePretrainedCheckpoints",
+    "TrainingConfigError",
     "TrainingData",
     "TrainingDataError",
+    "TrainingError",
     "finetune",
     "freeze_vision_encoders",
     "instruction_for",

@@ -11,7 +11,8 @@ from flmr.encoding.images import open_image
 from flmr.encoding.queries import query_image, query_text
 
 from .config import INSTRUCTION_MODES
-from .data import ContrastiveExample, Passage, TrainingDataError
+from .data import ContrastiveExample, Passage
+from .errors import TrainingConfigError, TrainingDataError
 
 # The 8 fixed instructions the original finetuning script samples from, one per query (the
 # duplicate is in the original list and keeps its sampling weights).
@@ -29,14 +30,18 @@ MAX_NEGATIVE_DRAWS_PER_SLOT = 50
 
 
 def instruction_for(example: ContrastiveExample, mode: str, rng: random.Random) -> str | None:
-    """``sampled``: one of [`PREFLMR_INSTRUCTIONS`]; ``dataset``: the example's own; ``none``: no instruction."""
+    """``sampled``: one of [`PREFLMR_INSTRUCTIONS`]; ``dataset``: the example's own; ``none``: no instruction.
+
+    Raises:
+        TrainingConfigError: an unknown ``mode``.
+    """
     if mode == "sampled":
         return rng.choice(PREFLMR_INSTRUCTIONS)
     if mode == "dataset":
         return example.instruction
     if mode == "none":
         return None
-    raise ValueError(f"instruction mode must be one of {INSTRUCTION_MODES}, got {mode!r}")
+    raise TrainingConfigError(f"instruction mode must be one of {INSTRUCTION_MODES}, got {mode!r}")
 
 
 def pick_negatives(
@@ -87,10 +92,19 @@ class ContrastiveCollator:
         deterministic: draw positives, negatives and instructions from the batch's example keys, so a
             validation batch is the same every time.
 
+    Raises:
+        TrainingConfigError: an unknown ``instruction_mode``.
+
     Example:
-        >>> collate = ContrastiveCollator(model, processor, pool, num_negative_examples=4)
-        >>> batch = collate(examples[:8])
-        >>> model(**batch, num_negative_examples=4).loss
+        >>> from flmr.training import ContrastiveExample, Passage
+        >>> pool = [Passage(d.id, d.text) for d in docs]  # 8 sample documents
+        >>> examples = [ContrastiveExample(f"what is {p.id}?", positives=[p]) for p in pool]
+        >>> collate = ContrastiveCollator(model, processor, pool, num_negative_examples=2)
+        >>> batch = collate(examples[:4])
+        >>> batch["query_input_ids"].shape, batch["context_input_ids"].shape[0]  # 4 queries, 4 x (1 + 2) passages
+        (torch.Size([4, 32]), 12)
+        >>> model(**batch, num_negative_examples=2).loss.shape
+        torch.Size([])
     """
 
     def __init__(
@@ -104,7 +118,9 @@ class ContrastiveCollator:
         deterministic: bool = False,
     ):
         if instruction_mode not in INSTRUCTION_MODES:
-            raise ValueError(f"instruction mode must be one of {INSTRUCTION_MODES}, got {instruction_mode!r}")
+            raise TrainingConfigError(
+                f"instruction mode must be one of {INSTRUCTION_MODES}, got {instruction_mode!r}"
+            )
         self.query_tokenizer = model.query_tokenizer
         self.context_tokenizer = model.context_tokenizer
         self.mask_instruction_token = model.config.mask_instruction_token

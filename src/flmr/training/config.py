@@ -4,6 +4,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import TrainingConfigError
+
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
 # where query instructions come from: sampled from the PreFLMR list, the dataset's own, or none
 INSTRUCTION_MODES = ("sampled", "dataset", "none")
@@ -42,6 +44,10 @@ class FinetuneConfig:
         num_workers: dataloader worker processes (tokenization and image loading).
         seed: seed of every random choice.
         trainer_options: further ``pytorch_lightning.Trainer`` arguments (e.g. ``enable_progress_bar``).
+
+    Raises:
+        TrainingConfigError: an unknown ``logger``, or a batch size, ``accumulate_grad_batches`` or
+            ``num_negative_examples`` out of range.
     """
 
     batch_size: int = 8
@@ -75,8 +81,8 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.logger not in LOGGERS:
-            raise ValueError(f"logger must be one of {LOGGERS}, got {self.logger!r}")
+            raise TrainingConfigError(f"logger must be one of {LOGGERS}, got {self.logger!r}")
         if self.batch_size < 1 or self.num_negative_examples < 0 or self.accumulate_grad_batches < 1:
-            raise ValueError(
+            raise TrainingConfigError(
                 "batch_size and accumulate_grad_batches must be positive, num_negative_examples >= 0"
             )

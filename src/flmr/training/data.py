@@ -23,9 +23,7 @@ if TYPE_CHECKING:
 
 from flmr.data.m2kr import load_m2kr_split
 
-
-class TrainingDataError(ValueError):
-    """Training rows that cannot be used; the message names the file and row."""
+from .errors import TrainingDataError
 
 
 @dataclass(frozen=True)
@@ -82,9 +80,19 @@ def load_training_data(
     For M2KR the passages are the ``<split>_passages`` corpus: random negatives for training (the
     rows carry no hard negatives), the ranked corpus for validation.
 
-    Example:
-        >>> data = load_training_data("m2kr_local", task="EVQA", split="train", image_root="/data/EVQA")  # doctest: +SKIP
-        >>> data = load_training_data("train.jsonl", image_root="images")  # doctest: +SKIP
+    Example (``docs`` are 8 documents of the sample collection):
+        >>> import json
+        >>> rows = [{"query": f"what is {d.id}?", "positives": [{"id": d.id, "text": d.text}]} for d in docs]
+        >>> with open("train.jsonl", "w") as file:
+        ...     for row in rows:
+        ...         print(json.dumps(row), file=file)
+        >>> data = load_training_data("train.jsonl", image_root="images")
+        >>> len(data.examples), len(data.passages), data.examples[0].question
+        (8, 8, 'what is vim?')
+
+    From M2KR (not run by the tests: it needs the dataset, from the hub or a local copy):
+        >>> data = load_training_data("BByrneLab/multi_task_multi_modal_knowledge_retrieval_benchmark_M2KR",
+        ...                           task="EVQA", split="train", image_root="/data/EVQA")  # doctest: +SKIP
     """
     if task is None:
         return read_jsonl_examples(source, image_root)

@@ -46,7 +46,10 @@ class ContrastiveFinetuner(pl.LightningModule):
 
     Example:
         >>> module = ContrastiveFinetuner(model, learning_rate=5e-6, warmup_steps=100)
-        >>> pl.Trainer(max_steps=1000).fit(module, train_loader, valid_loader)  # doctest: +SKIP
+        >>> module.model is model, module.learning_rate
+        (True, 5e-06)
+
+    It trains under a ``pl.Trainer`` with the loaders of [`finetune`], which builds both.
     """
 
     def __init__(

@@ -54,12 +54,21 @@ def finetune(
         image_processor: a processor, or its name / folder (default: the checkpoint's vision model's).
         callbacks: further Lightning callbacks.
 
-    Example:
-        >>> train = load_training_data("m2kr_local", task="EVQA", split="train", image_root="/data/EVQA")
-        >>> valid = load_training_data("m2kr_local", task="EVQA", split="valid", image_root="/data/EVQA")
-        >>> result = finetune("LinWeizheDragon/PreFLMR_ViT-B", train, "saved_models",
-        ...                   FinetuneConfig(freeze_vision_encoder=True, max_steps=10_000), valid)  # doctest: +SKIP
-        >>> FLMRModelForRetrieval.from_pretrained(result.checkpoints[-1])  # doctest: +SKIP
+    Example (one step on the tiny checkpoint, 8 sample documents as queries' positives):
+        >>> from flmr.training import load_training_data
+        >>> import json
+        >>> rows = [{"query": f"what is {d.id}?", "positives": [{"id": d.id, "text": d.text}]} for d in docs]
+        >>> with open("train.jsonl", "w") as file:
+        ...     for row in rows:
+        ...         print(json.dumps(row), file=file)
+        >>> config = FinetuneConfig(batch_size=4, accumulate_grad_batches=1, max_steps=1, num_negative_examples=1,
+        ...                         logger="none", trainer_options={"enable_progress_bar": False,
+        ...                                                         "enable_model_summary": False})
+        >>> result = finetune("my_checkpoint", load_training_data("train.jsonl"), "saved_models", config)
+        >>> result.global_step, [path.name for path in result.checkpoints]
+        (1, ['model_step_1'])
+        >>> FLMRModelForRetrieval.from_pretrained(result.checkpoints[-1]).config.dim
+        16
     """
     config = config or FinetuneConfig()
     pl.seed_everything(config.seed, workers=True, verbose=False)

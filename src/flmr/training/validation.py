@@ -29,9 +29,13 @@ class RetrievalValidator:
         max_queries: use only the first N examples.
 
     Example:
-        >>> validator = RetrievalValidator(valid_data, collator, ks=(1, 5, 10))
-        >>> validator(model)
-        {'Recall@1': 0.41, 'Recall@5': 0.72, 'Recall@10': 0.81}
+        >>> from flmr.training import ContrastiveExample, Passage
+        >>> pool = [Passage(d.id, d.text) for d in docs]  # 8 sample documents
+        >>> examples = [ContrastiveExample(f"what is {p.id}?", positives=[p]) for p in pool]
+        >>> collator = ContrastiveCollator(model, processor, pool, instruction_mode="none", deterministic=True)
+        >>> validator = RetrievalValidator(TrainingData(examples, pool), collator, ks=(1, 8))
+        >>> validator(model)  # all 8 passages ranked: each query's positive is in its top 8
+        {'Recall@1': ..., 'Recall@8': 1.0}
     """
 
     def __init__(
