@@ -12,6 +12,7 @@ from flmr.index import (
     Index,
     IndexExistsError,
     IndexFormatError,
+    IndexInputError,
     IndexLockedError,
     IndexWriter,
     ShardedIndex,
@@ -181,7 +182,7 @@ def test_a_list_of_shards_and_a_single_index(sharded):
     single = ShardedIndex.load(sharded / "shard-2")
     assert single.num_shards == 1 and single.offsets == [0] and single.document(0).id == "doc-200"
     assert ShardedIndex.load(listed) is listed
-    with pytest.raises(ValueError, match="at least one shard"):
+    with pytest.raises(IndexInputError, match="at least one shard"):
         ShardedIndex.load([])
 
 

@@ -40,7 +40,7 @@ import torch
 
 from flmr.encoding.identity import EncoderIdentity
 from flmr.index.codec import ResidualCodec
-from flmr.index.errors import DuplicateIdError, IndexFormatError
+from flmr.index.errors import DuplicateIdError, IndexFormatError, IndexInputError
 from flmr.index.index import DEFAULT_AUTO_REFRESH, Index
 from flmr.index.inputs import DocumentChunk, EmbeddingsInput, iter_chunks
 from flmr.index.locking import DEFAULT_LOCK_TIMEOUT, write_lock
@@ -79,7 +79,7 @@ def shard_folder_names(num_shards: int) -> list[str]:
         (['shard-00000', 'shard-00001'], ['index'])
     """
     if num_shards < 1:
-        raise ValueError(f"a sharded index needs at least one shard, got num_shards={num_shards}")
+        raise IndexInputError(f"a sharded index needs at least one shard, got num_shards={num_shards}")
     return [f"shard-{number:05d}" for number in range(num_shards)] if num_shards > 1 else ["index"]
 
 
@@ -192,9 +192,10 @@ def _write_manifest(
 
 
 def check_shared_codec(shards: Sequence[Index]) -> None:
-    """Raise ``IndexFormatError`` unless every shard has shard 0's dimension and centroids (one codec)."""
+    """Raise ``IndexFormatError`` unless every shard has shard 0's dimension and centroids (one codec);
+    ``IndexInputError`` when there is no shard."""
     if not shards:
-        raise ValueError("a sharded index needs at least one shard")
+        raise IndexInputError("a sharded index needs at least one shard, got an empty list")
     first = shards[0]
     for number, shard in enumerate(shards[1:], start=1):
         if shard.dim != first.dim or not torch.equal(shard.codec.centroids, first.codec.centroids):
@@ -297,7 +298,7 @@ class ShardedIndex:
         and ``auto_refresh`` apply to the shards it loads (see ``Index``). Raises ``IndexFormatError``
         when a shard is missing or damaged, when ``shards.json`` disagrees with the shards (a shard
         rebuilt, swapped, or grown other than at the end) and when the shards' codecs differ;
-        ``ValueError`` for an empty list.
+        ``IndexInputError`` for an empty list.
         """
         if isinstance(source, ShardedIndex):
             return source
