@@ -2,8 +2,8 @@
 
 Ray is an optional extra (``pip install "flmr[ray]"``): this package imports without it, and each entry
 point raises an ``ImportError`` naming the extra when it is called without Ray. The single-machine path
-(``flmr.retrieval.Retriever``, ``flmr index``) never needs it; the merge of shard results and the loading
-of shard indexes as one live in ``flmr.search.sharded`` and need no Ray either.
+(``flmr.retrieval.Retriever``, ``flmr index``) never needs it; sharded indexes (``flmr.index.ShardedIndex``)
+and the merge of shard results (``flmr.search.sharded``) need no Ray either.
 
 Example:
     >>> from flmr.distributed import build_sharded_index, connect, encode_collection, RayShardedSearcher

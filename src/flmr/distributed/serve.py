@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flmr.index.storage import StoredDocument
+from flmr.index import ShardedIndex, StoredDocument
 from flmr.search.results import SearchHit
 from flmr.search.settings import search_settings
-from flmr.search.sharded import load_shards, merge_batches, shard_offsets
+from flmr.search.sharded import merge_batches
 
 from .cluster import connect
 from .sharded_search import ShardSearchActor
@@ -78,8 +78,8 @@ def build_application(
     from flmr.serving import ServiceSettings, schemas
     from flmr.serving.inputs import InputError, check_query, decode_base64_image
 
-    loaded = load_shards(shards)
-    checkpoint = checkpoint or loaded[0].encoder.checkpoint
+    loaded = ShardedIndex.load(shards)
+    checkpoint = checkpoint or loaded.encoder.checkpoint
     if not checkpoint:
         raise ValueError(f"the index at {shards} does not record its checkpoint: pass one")
     settings = settings or ServiceSettings()
@@ -96,8 +96,9 @@ def build_application(
             from flmr.retrieval import EncoderMismatchError, Retriever
 
             self.handles = shard_handles
-            self.shards = load_shards(shards)
-            self.offsets = shard_offsets([shard.num_documents for shard in self.shards])
+            self.index = ShardedIndex.load(shards)
+            self.shards = self.index.shards
+            self.offsets = self.index.offsets
             self.retriever = Retriever.from_pretrained(checkpoint, device="cuda" if router_gpus else "cpu")
             for shard in self.shards:
                 if not shard.encoder.compatible_with(self.retriever.encoder_identity):
@@ -157,11 +158,10 @@ def build_application(
 
         @app.get("/api/documents/{pid}")
         def document(self, pid: int) -> schemas.Document:
-            total = sum(shard.num_documents for shard in self.shards)
+            total = self.index.num_documents
             if not 0 <= pid < total:
                 raise InputError(404, f"no document with pid {pid}: the index has pids 0..{total - 1}")
-            shard = max(i for i, offset in enumerate(self.offsets) if offset <= pid)
-            return _document(pid, self.shards[shard].document(pid - self.offsets[shard]))
+            return _document(pid, self.index.document(pid))
 
         @app.get("/api/health")
         def health(self) -> schemas.Health:
@@ -171,7 +171,7 @@ def build_application(
         def info(self) -> dict[str, Any]:
             return {
                 "checkpoint": checkpoint,
-                "num_documents": sum(shard.num_documents for shard in self.shards),
+                "num_documents": self.index.num_documents,
                 "shards": [{"path": str(s.path), "num_documents": s.num_documents} for s in self.shards],
                 "replicas_per_shard": replicas,
                 "search": "exact" if exact else "plaid",
@@ -184,7 +184,7 @@ def build_application(
             num_replicas=replicas,
             ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
         ).bind(str(shard.path), search_settings(exact=exact, **plaid_settings), device)
-        for number, shard in enumerate(loaded)
+        for number, shard in enumerate(loaded.shards)
     ]
     return Router.bind(bound_shards)
 

@@ -5,12 +5,14 @@
 2. The collection is cut into ``num_shards`` runs of consecutive documents; each run is compressed with
    that codec into an ordinary index folder by its own Ray task (``IndexWriter(codec=...)``), in
    parallel across the cluster.
-3. ``shards.json`` names the shard folders in pid order; ``flmr.search.ShardedSearcher`` and
-   ``flmr.distributed.RayShardedSearcher`` load them as one index. With ``num_shards=1`` the output is
-   a plain index folder instead.
+3. ``flmr.index.write_sharded_index`` publishes them with a ``shards.json`` naming the shard folders in
+   pid order; ``flmr.index.ShardedIndex`` loads them as one index (``flmr.search.ShardedSearcher`` and
+   ``flmr.distributed.RayShardedSearcher`` search it). With ``num_shards=1`` the output is a plain index
+   folder instead.
 
 Because the codec is shared, a document's compressed vectors are the same in its shard as in one index
 built with that codec over the whole collection (see ``flmr.search.sharded`` for what that guarantees).
+This module uses only the public API of ``flmr.index``.
 
 Example:
     >>> from flmr.distributed import build_sharded_index
@@ -26,16 +28,15 @@ import numpy as np
 
 from flmr.encoding.identity import EncoderIdentity
 from flmr.index import (
+    KMEANS_ITERATIONS,
     Index,
     IndexWriter,
     ResidualCodec,
+    codec_sample_size,
     default_num_partitions,
     train_codec,
+    write_sharded_index,
 )
-from flmr.index.builder import SAMPLE_POINTS_PER_PARTITION
-from flmr.index.kmeans import KMEANS_ITERATIONS
-from flmr.index.storage import MANIFEST_NAME, discard_build_folder, new_build_folder, publish_build_folder
-from flmr.search.sharded import SHARDS_MANIFEST, write_shards_manifest
 
 from .cluster import connect
 from .embeddings import EmbeddingParts
@@ -64,8 +65,7 @@ def train_shared_codec(
 ) -> ResidualCodec:
     """The codec of every shard, trained on vectors sampled across all parts (sized like ``IndexWriter``)."""
     partitions = num_partitions or default_num_partitions(parts.num_vectors)
-    sample_size = kmeans_sample_size or SAMPLE_POINTS_PER_PARTITION * partitions
-    sample = parts.sample(sample_size, seed)
+    sample = parts.sample(codec_sample_size(parts.num_vectors, partitions, kmeans_sample_size), seed)
     return train_codec(sample, nbits, partitions, kmeans_iterations, seed)
 
 
@@ -105,52 +105,36 @@ def build_sharded_index(
 
     Example:
         >>> path = build_sharded_index("embeddings", "sharded", num_shards=2, use_ray=False)  # doctest: +SKIP
-        >>> ShardedSearcher(path).num_documents  # doctest: +SKIP
+        >>> ShardedIndex.load(path).num_documents  # doctest: +SKIP
     """
     parts = embeddings if isinstance(embeddings, EmbeddingParts) else EmbeddingParts(embeddings)
     parts.check_complete()
     bounds = shard_bounds(parts.num_documents, num_shards)
     encoder = parts.encoder()
     codec = train_shared_codec(parts, nbits, num_partitions, kmeans_sample_size, kmeans_iterations, seed)
-    destination = Path(output)
-    folder = new_build_folder(destination, overwrite, (MANIFEST_NAME, SHARDS_MANIFEST))
-    try:
-        names = [f"shard-{number:05d}" for number in range(num_shards)] if num_shards > 1 else ["index"]
-        jobs = [
-            (
-                str(parts.root),
-                str(folder / name),
-                bounds[i],
-                bounds[i + 1],
-                nbits,
-                seed,
-                store_vectors,
-                encoder,
-            )
-            for i, name in enumerate(names)
-        ]
+    source = str(parts.root)
+
+    def write_shards(paths: list[Path]) -> None:
+        jobs = [(source, str(path), bounds[i], bounds[i + 1]) for i, path in enumerate(paths)]
+        settings = (nbits, seed, store_vectors, encoder)
         if use_ray:
             ray = connect(ray_address)
             task = ray.remote(num_cpus=cpus_per_task)(write_shard)
             codec_ref = ray.put(codec)
-            ray.get([task.remote(*job[:4], codec_ref, *job[4:]) for job in jobs])
+            ray.get([task.remote(*job, codec_ref, *settings) for job in jobs])
         else:
             for job in jobs:
-                write_shard(*job[:4], codec, *job[4:])
-        if num_shards == 1:
-            # one shard is an ordinary index: it takes the place of the build folder
-            single = folder / "index"
-            publish_build_folder(single, destination, overwrite, (MANIFEST_NAME, SHARDS_MANIFEST))
-            discard_build_folder(folder)
-        else:
-            write_shards_manifest(
-                folder, names, encoder=encoder.to_json(), nbits=nbits, stores_vectors=store_vectors
-            )
-            publish_build_folder(folder, destination, overwrite, (MANIFEST_NAME, SHARDS_MANIFEST))
-    except BaseException:
-        discard_build_folder(folder)
-        raise
-    return destination
+                write_shard(*job, codec, *settings)
+
+    return write_sharded_index(
+        output,
+        num_shards,
+        write_shards,
+        overwrite=overwrite,
+        encoder=encoder.to_json(),
+        nbits=nbits,
+        stores_vectors=store_vectors,
+    )
 
 
 def write_shard(

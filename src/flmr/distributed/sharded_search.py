@@ -13,18 +13,17 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from flmr.index import Index
-from flmr.index.storage import StoredDocument
+from flmr.index import Index, ShardedIndex
+from flmr.index.sharded import ShardSource
 from flmr.search.base import Searcher, check_k
 from flmr.search.filters import MetadataFilter, compile_filter
 from flmr.search.results import SearchHit
 from flmr.search.settings import SearchSettings, search_settings
-from flmr.search.sharded import load_shards, merge_batches, shard_offsets, shard_searcher
+from flmr.search.sharded import merge_batches, shard_searcher
 
 from .cluster import connect
 
@@ -62,8 +61,8 @@ class RayShardedSearcher(Searcher):
     """Fan a query batch out to one Ray actor per shard, and merge their top-k like ``ShardedSearcher``.
 
     Args:
-        shards: a sharded index folder, a single index folder or a list of index folders, readable from
-            every node (shared storage).
+        shards: a sharded index folder, a single index folder, a list of index folders or a loaded
+            ``ShardedIndex``, readable from every node (shared storage).
         settings: how every shard is searched (exact or PLAID and its knobs).
         exact, options: the earlier keyword form of ``settings``.
         replicas: actors per shard; successive searches take turns among them, for query load.
@@ -81,7 +80,7 @@ class RayShardedSearcher(Searcher):
 
     def __init__(
         self,
-        shards: str | Path | Sequence[str | Path],
+        shards: ShardSource | ShardedIndex,
         settings: SearchSettings | None = None,
         *,
         exact: bool | None = None,
@@ -97,8 +96,9 @@ class RayShardedSearcher(Searcher):
             raise ValueError(f"replicas must be at least 1, got {replicas}")
         self._ray = connect(ray_address)
         # loaded here too (memory-mapped, cheap) for the pid offsets, the codec check and document lookups
-        self.shards = load_shards(shards)
-        self.offsets = shard_offsets([shard.num_documents for shard in self.shards])
+        self.index = ShardedIndex.load(shards)
+        self.shards = self.index.shards
+        self.offsets = self.index.offsets
         actor_class = self._ray.remote(ShardSearchActor).options(
             num_cpus=cpus_per_actor, num_gpus=gpus_per_actor
         )
@@ -107,11 +107,6 @@ class RayShardedSearcher(Searcher):
             for shard in self.shards
         ]
         self._turns = itertools.count()
-        self.index = None
-
-    @property
-    def num_documents(self) -> int:
-        return sum(shard.num_documents for shard in self.shards)
 
     def search(
         self,
@@ -136,13 +131,6 @@ class RayShardedSearcher(Searcher):
             for replicas in self.actors
         ]
         return merge_batches(self._ray.get(pending), self.offsets, k)
-
-    def document(self, pid: int) -> StoredDocument:
-        """Stored fields of global ``pid``."""
-        if not 0 <= pid < self.num_documents:
-            raise IndexError(f"pid {pid} out of range: the sharded index has {self.num_documents} documents")
-        shard = max(i for i, offset in enumerate(self.offsets) if offset <= pid)
-        return self.shards[shard].document(pid - self.offsets[shard])
 
     def close(self) -> None:
         """Stop the shard actors."""

@@ -1,4 +1,4 @@
-"""Compressed late-interaction index (PLAID / ColBERTv2 style): writing, loading, updating.
+"""Compressed late-interaction index (PLAID / ColBERTv2 style): writing, loading, updating; sharded indexes.
 
 Example (``doc_embeddings``: one (n_tokens, dim) tensor per document of ``docs``):
     >>> from flmr.index import IndexWriter, Index
@@ -8,7 +8,7 @@ Example (``doc_embeddings``: one (n_tokens, dim) tensor per document of ``docs``
     'vim'
 """
 
-from flmr.index.builder import IndexWriter, train_codec
+from flmr.index.builder import IndexWriter, codec_sample_size, train_codec
 from flmr.index.codec import SUPPORTED_NBITS, ResidualCodec
 from flmr.index.errors import (
     DuplicateIdError,
@@ -20,11 +20,19 @@ from flmr.index.errors import (
 )
 from flmr.index.index import Index
 from flmr.index.inputs import DocumentChunk, iter_chunks
-from flmr.index.kmeans import CentroidAssigner, default_num_partitions, train_centroids
+from flmr.index.kmeans import KMEANS_ITERATIONS, CentroidAssigner, default_num_partitions, train_centroids
+from flmr.index.sharded import (
+    ShardedIndex,
+    is_sharded_index,
+    read_shards_manifest,
+    write_sharded_index,
+    write_shards_manifest,
+)
 from flmr.index.storage import StoredDocument, stored_fields
 from flmr.index.verify import VerifyReport, verify_index
 
 __all__ = [
+    "KMEANS_ITERATIONS",
     "SUPPORTED_NBITS",
     "CentroidAssigner",
     "DocumentChunk",
@@ -37,12 +45,18 @@ __all__ = [
     "IndexLockedError",
     "IndexWriter",
     "ResidualCodec",
+    "ShardedIndex",
     "StoredDocument",
     "VerifyReport",
+    "codec_sample_size",
     "default_num_partitions",
+    "is_sharded_index",
     "iter_chunks",
+    "read_shards_manifest",
     "stored_fields",
     "train_centroids",
     "train_codec",
     "verify_index",
+    "write_sharded_index",
+    "write_shards_manifest",
 ]

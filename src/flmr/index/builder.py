@@ -79,6 +79,20 @@ def train_codec(
     return ResidualCodec.fit(centroids, heldout - centroids[assigner.assign(heldout)], nbits)
 
 
+def codec_sample_size(
+    total_vectors: float, num_partitions: int | None = None, kmeans_sample_size: int | None = None
+) -> int:
+    """Vectors to sample for ``train_codec``, as ``IndexWriter`` sizes it: ``kmeans_sample_size``, or 32
+    per partition (``num_partitions`` defaulting to ColBERT's rule for ``total_vectors``), at most all.
+
+    Example:
+        >>> codec_sample_size(1_000_000, num_partitions=4096), codec_sample_size(500, num_partitions=64)
+        (131072, 500)
+    """
+    requested = num_partitions or default_num_partitions(total_vectors)
+    return int(min(total_vectors, kmeans_sample_size or SAMPLE_POINTS_PER_PARTITION * requested))
+
+
 @dataclass
 class _Sample:
     vectors: torch.Tensor
@@ -256,8 +270,7 @@ class IndexWriter:
         }
 
     def _sample_size(self, total_vectors: int) -> int:
-        requested = self.num_partitions or default_num_partitions(total_vectors)
-        return min(total_vectors, self.kmeans_sample_size or SAMPLE_POINTS_PER_PARTITION * requested)
+        return codec_sample_size(total_vectors, self.num_partitions, self.kmeans_sample_size)
 
     def _sample(
         self, embeddings: EmbeddingsInput, chunks: Iterator[DocumentChunk], expected_num_vectors: int | None

@@ -1,10 +1,10 @@
 """Several shard indexes searched as one: global pids, and an exact merge of per-shard top-k lists.
 
-A sharded index is a folder with ``shards.json`` naming N ordinary index folders that cover consecutive
-runs of the collection: shard ``i`` holds global pids ``offset_i .. offset_i + num_documents_i - 1``, so
-global pid = shard offset + local pid. Every shard is compressed with one shared codec (see
-``flmr.distributed.shard_index``), so a document's decompressed vectors, and hence its MaxSim score, are
-the same in its shard as in a single index over the whole collection.
+A sharded index (``flmr.index.ShardedIndex``, which owns the ``shards.json`` format, the pid layout and
+document lookups) is N ordinary index folders that cover consecutive runs of the collection: global pid =
+shard offset + local pid. Every shard is compressed with one shared codec, so a document's decompressed
+vectors, and hence its MaxSim score, are the same in its shard as in a single index over the whole
+collection. This module searches one: each shard's searcher, then an exact merge of their top-k lists.
 
 What the merge guarantees:
 
@@ -28,18 +28,26 @@ Example:
 from __future__ import annotations
 
 import heapq
-import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from flmr.index.errors import IndexFormatError
 from flmr.index.index import Index
+from flmr.index.sharded import (  # noqa: F401 - the on-disk format lives in flmr.index.sharded; re-exported
+    SHARDS_FORMAT,
+    SHARDS_FORMAT_VERSION,
+    SHARDS_MANIFEST,
+    ShardedIndex,
+    ShardSource,
+    is_sharded_index,
+    load_shards,
+    read_shards_manifest,
+    shard_offsets,
+    shard_paths,
+    write_shards_manifest,
+)
 from flmr.index.storage import StoredDocument
 from flmr.search.base import Searcher, check_k
 from flmr.search.exact import ExactSearcher
@@ -47,104 +55,6 @@ from flmr.search.filters import MetadataFilter, compile_filter
 from flmr.search.plaid import PlaidSearcher
 from flmr.search.results import SearchHit
 from flmr.search.settings import SearchSettings, search_settings
-
-SHARDS_MANIFEST = "shards.json"
-SHARDS_FORMAT = "flmr-sharded-index"
-SHARDS_FORMAT_VERSION = 1
-
-
-def write_shards_manifest(folder: str | Path, shard_folders: Sequence[str], **extra: Any) -> Path:
-    """Write ``folder/shards.json`` naming the shard index folders (relative to ``folder``), in pid order.
-
-    The shards must already be complete indexes; their document counts are recorded so that a reader
-    can check nothing was swapped. ``extra`` (encoder, codec settings...) is stored alongside.
-
-    Example:
-        >>> write_shards_manifest("my_sharded_index", ["shard-00000", "shard-00001"])  # doctest: +SKIP
-    """
-    folder = Path(folder)
-    shards = []
-    first_pid = 0
-    for name in shard_folders:
-        index = Index.load(folder / name)
-        shards.append({"folder": name, "first_pid": first_pid, "num_documents": index.num_documents})
-        first_pid += index.num_documents
-    manifest = {
-        "format": SHARDS_FORMAT,
-        "format_version": SHARDS_FORMAT_VERSION,
-        "num_documents": first_pid,
-        "shards": shards,
-        **extra,
-    }
-    temporary = folder / f".{SHARDS_MANIFEST}.tmp"
-    temporary.write_text(json.dumps(manifest, indent=2))
-    os.replace(temporary, folder / SHARDS_MANIFEST)
-    return folder / SHARDS_MANIFEST
-
-
-def is_sharded_index(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a ``shards.json`` (a sharded index) rather than one index."""
-    return (Path(folder) / SHARDS_MANIFEST).is_file()
-
-
-def read_shards_manifest(folder: str | Path) -> dict[str, Any]:
-    """The parsed ``shards.json`` of a sharded index; ``IndexFormatError`` when it is missing or invalid."""
-    path = Path(folder) / SHARDS_MANIFEST
-    if not path.is_file():
-        raise IndexFormatError(f"{folder} is not a sharded index: it has no {SHARDS_MANIFEST}")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise IndexFormatError(f"{path} is not valid JSON: {error}") from error
-    if manifest.get("format") != SHARDS_FORMAT or manifest.get("format_version") != SHARDS_FORMAT_VERSION:
-        raise IndexFormatError(f"{path} is not a {SHARDS_FORMAT} manifest of version {SHARDS_FORMAT_VERSION}")
-    return manifest
-
-
-def shard_paths(source: str | Path | Sequence[str | Path]) -> list[Path]:
-    """The index folders of a sharded index folder, of a single index folder (one shard), or as listed."""
-    if isinstance(source, (str, Path)):
-        folder = Path(source)
-        if not is_sharded_index(folder):
-            return [folder]
-        return [folder / entry["folder"] for entry in read_shards_manifest(folder)["shards"]]
-    return [Path(path) for path in source]
-
-
-def load_shards(source: str | Path | Sequence[str | Path | Index]) -> list[Index]:
-    """Load every shard index; checks the counts ``shards.json`` recorded and that all share one codec."""
-    if isinstance(source, (str, Path)):
-        shards = [Index.load(path) for path in shard_paths(source)]
-        if is_sharded_index(source):
-            recorded = [entry["num_documents"] for entry in read_shards_manifest(source)["shards"]]
-            actual = [shard.num_documents for shard in shards]
-            if actual != recorded:
-                raise IndexFormatError(
-                    f"{source}: shard sizes {actual} disagree with {SHARDS_MANIFEST} {recorded} "
-                    "(rewrite it with write_shards_manifest after changing a shard)"
-                )
-    else:
-        shards = [shard if isinstance(shard, Index) else Index.load(shard) for shard in source]
-    if not shards:
-        raise ValueError("a sharded index needs at least one shard")
-    first = shards[0]
-    for number, shard in enumerate(shards[1:], start=1):
-        if shard.dim != first.dim or not torch.equal(shard.codec.centroids, first.codec.centroids):
-            raise IndexFormatError(
-                f"shard {number} ({shard.path}) has another codec than shard 0 ({first.path}): "
-                "shards must be compressed with one shared codec for their scores to be comparable"
-            )
-    return shards
-
-
-def shard_offsets(num_documents: Sequence[int]) -> list[int]:
-    """The first global pid of each shard.
-
-    Example:
-        >>> shard_offsets([3, 5, 2])
-        [0, 3, 8]
-    """
-    return [0, *np.cumsum(num_documents)[:-1].tolist()] if num_documents else []
 
 
 def merge_hits(per_shard: Sequence[Sequence[SearchHit]], offsets: Sequence[int], k: int) -> list[SearchHit]:
@@ -196,8 +106,8 @@ class ShardedSearcher(Searcher):
     """Search N shard indexes (one shared codec) as one index: fan out, then merge the top-k exactly.
 
     Args:
-        shards: a sharded index folder (with ``shards.json``), a single index folder, or a list of index
-            folders or loaded ``Index`` objects in pid order.
+        shards: a sharded index folder (with ``shards.json``), a single index folder, a list of index
+            folders or loaded ``Index`` objects in pid order, or a loaded ``ShardedIndex``.
         settings: how every shard is searched (exact or PLAID and its knobs).
         exact, options: the earlier keyword form of ``settings`` (``exact=True``, ``ndocs=4096``...).
         device: where the shard searchers run.
@@ -214,7 +124,7 @@ class ShardedSearcher(Searcher):
 
     def __init__(
         self,
-        shards: str | Path | Sequence[str | Path | Index],
+        shards: ShardSource | ShardedIndex,
         settings: SearchSettings | None = None,
         *,
         exact: bool | None = None,
@@ -222,18 +132,18 @@ class ShardedSearcher(Searcher):
         **options: Any,
     ) -> None:
         self.settings = search_settings(settings, exact=exact, **options)
-        self.shards = load_shards(shards)
+        self.index = ShardedIndex.load(shards)
+        self.shards = self.index.shards
         self.searchers = [shard_searcher(shard, self.settings, device) for shard in self.shards]
-        self.offsets = shard_offsets([shard.num_documents for shard in self.shards])
-        self.index = None
+        self.offsets = self.index.offsets
 
     @property
     def num_documents(self) -> int:
-        return sum(shard.num_documents for shard in self.shards)
+        return self.index.num_documents
 
     @property
     def dim(self) -> int:
-        return self.shards[0].dim
+        return self.index.dim
 
     def search(
         self,
@@ -257,13 +167,9 @@ class ShardedSearcher(Searcher):
         return merge_batches(per_shard, self.offsets, k)
 
     def locate(self, pid: int) -> tuple[int, int]:
-        """(shard number, local pid) of global ``pid``."""
-        if not 0 <= pid < self.num_documents:
-            raise IndexError(f"pid {pid} out of range: the sharded index has {self.num_documents} documents")
-        shard = int(np.searchsorted(self.offsets, pid, side="right")) - 1
-        return shard, pid - self.offsets[shard]
+        """(shard number, local pid) of global ``pid`` (``ShardedIndex.locate``)."""
+        return self.index.locate(pid)
 
     def document(self, pid: int) -> StoredDocument:
         """Stored fields of global ``pid``."""
-        shard, local = self.locate(pid)
-        return self.shards[shard].document(local)
+        return self.index.document(pid)
