@@ -12,6 +12,10 @@ checkpoint) and ``my_checkpoint`` (the tiny checkpoint), and sees these names:
 - ``Q`` / ``query_embeddings``: (2, 32, 16) vectors of the first two ``SAMPLE_QUERIES``;
 - ``docs``, ``doc_embeddings``: the first 8 sample documents and their (n_tokens, 16) vectors.
 
+An example that names ``my_embeddings`` or ``my_sharded_index`` also finds that folder: the sample
+collection encoded by ``model`` in embedding parts of 100 documents (as ``flmr.distributed``'s
+encoding writes them, here without Ray), and the 2-shard index built from them in-process.
+
 The examples of ``flmr.evaluation`` and ``flmr.cli.evaluate`` also find ``m2kr_local``: an M2KR-layout folder (parquet) with one
 task, ``EVQA``, whose ``test`` split asks ``what is <package>?`` for the first 8 sample documents
 against a corpus of the first 20 (``test_passages``).
@@ -22,6 +26,7 @@ computes, never a claimed ranking.
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -42,7 +47,9 @@ collect_ignore = [
         "search/sharded.py",
         "search/hybrid.py",
         "retrieval/retriever.py",
-        "distributed",
+        "distributed/ray_encoding.py",
+        "distributed/serve.py",
+        "distributed/sharded_search.py",
         "index/kmeans.py",
         "index/codec.py",
         "index/builder.py",
@@ -51,6 +58,8 @@ collect_ignore = [
 
 SAMPLE_DOCS = 8  # documents in ``docs`` / ``doc_embeddings``, queries of ``m2kr_local``
 M2KR_PASSAGES = 20  # the corpus of ``m2kr_local``
+PART_DOCS = 100  # documents per part of ``my_embeddings``
+SHARDED_FOLDERS = ("my_embeddings", "my_sharded_index")  # copied only for the examples that name them
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -99,6 +108,41 @@ def _doctest_world(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def _doctest_sharded(_doctest_world) -> Path:
+    """``my_embeddings``: the sample collection encoded by ``model`` as the parts distributed encoding
+    writes (built here in-process, without Ray), and ``my_sharded_index``: 2 shards built from them."""
+    from flmr.data import SAMPLE_COLLECTION
+    from flmr.distributed.embeddings import prepare_folder, write_part
+    from flmr.distributed.shard_index import build_sharded_index
+    from flmr.encoding import DocumentEncoder, encoder_identity, read_collection
+    from flmr.index import stored_fields
+
+    world = _doctest_world["root"]
+    root = world.parent / "doctest-sharded"
+    model = _doctest_world["names"]["model"]
+    documents = read_collection(SAMPLE_COLLECTION)
+    vectors = DocumentEncoder(model, show_progress=False).encode(documents)
+    checkpoint = str(world / "my_checkpoint")
+    embeddings = root / "my_embeddings"
+    settings = {"checkpoint": checkpoint, "num_documents": len(documents), "max_length": 512, "storage_dtype": "float16"}
+    prepare_folder(embeddings, settings)
+    identity = encoder_identity(model).with_checkpoint(checkpoint)
+    worker = f"127.0.0.1:{os.getpid()}"  # what a Ray worker records: its node's address and process id
+    for first in range(0, len(documents), PART_DOCS):
+        positions = range(first, min(first + PART_DOCS, len(documents)))
+        write_part(
+            embeddings,
+            list(positions),
+            [vectors[i] for i in positions],
+            [stored_fields(documents[i]) for i in positions],
+            identity,
+            {"worker": worker, "started": time.time(), "finished": time.time()},
+        )
+    build_sharded_index(embeddings, root / "my_sharded_index", num_shards=2, use_ray=False)
+    return root
+
+
+@pytest.fixture(scope="session")
 def _doctest_m2kr(tmp_path_factory) -> Path:
     """``m2kr_local``: the M2KR parquet layout (see flmr.evaluation.m2kr_data) of a toy EVQA task."""
     import pyarrow
@@ -143,6 +187,10 @@ def _doctest_folder(request: pytest.FixtureRequest) -> None:
         shutil.copytree(world["root"] / name, tmp_path / name)
     if request.node.name.startswith(("flmr.evaluation", "flmr.cli.evaluate")):
         shutil.copytree(request.getfixturevalue("_doctest_m2kr"), tmp_path / "m2kr_local")
+    source = "".join(example.source for example in request.node.dtest.examples)
+    for name in SHARDED_FOLDERS:
+        if name in source:
+            shutil.copytree(request.getfixturevalue("_doctest_sharded") / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
     namespace = request.getfixturevalue("doctest_namespace")
     namespace.update(world["names"], index=Index.load(Path("my_index")))

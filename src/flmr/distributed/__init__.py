@@ -5,7 +5,8 @@ point raises an ``ImportError`` naming the extra when it is called without Ray. 
 (``flmr.retrieval.Retriever``, ``flmr index``) never needs it; sharded indexes (``flmr.index.ShardedIndex``)
 and the merge of shard results (``flmr.search.sharded``) need no Ray either.
 
-Example:
+Example (the steps after the import start a Ray cluster, so the tests do not run them; see
+``flmr.distributed.shard_index`` for a build without Ray):
     >>> from flmr.distributed import build_sharded_index, connect, encode_collection, RayShardedSearcher
     >>> connect("local", num_cpus=2)  # doctest: +SKIP
     >>> encode_collection("passages.jsonl", "emb", "my_checkpoint", workers=2)  # doctest: +SKIP

@@ -16,7 +16,7 @@ LOCAL_NODE_ADDRESS = "127.0.0.2"
 def require_ray() -> ModuleType:
     """The ``ray`` module, or an ``ImportError`` that says how to install it.
 
-    Example:
+    Example (what it returns depends on whether the ``ray`` extra is installed, so it is not run here):
         >>> ray = require_ray()  # doctest: +SKIP
     """
     return require_extra("ray", "ray")
@@ -29,7 +29,7 @@ def connect(address: str | None = LOCAL, num_cpus: int | None = None, **init_opt
     ``"local"`` (or None) for an in-process cluster of ``num_cpus`` CPUs (default: all) on loopback. When
     this process is already connected, that connection is kept.
 
-    Example:
+    Example (starts a Ray cluster, so the tests do not run it):
         >>> ray = connect("local", num_cpus=2)  # doctest: +SKIP
         >>> ray.cluster_resources()["CPU"]  # doctest: +SKIP
         2.0
@@ -52,7 +52,9 @@ def default_cpus_per_worker(workers: int, gpus_per_worker: float) -> float:
     forever (ray-project/ray#44687). GPU actors take 1 CPU each (the cluster has more); CPU actors share
     the cluster's CPUs less one.
 
-    Example:
+    Example (CPU actors read the connected Ray cluster's size, so the tests do not run it):
+        >>> default_cpus_per_worker(1, gpus_per_worker=1)  # a GPU actor: one CPU, whatever the cluster
+        1.0
         >>> default_cpus_per_worker(2, 0), default_cpus_per_worker(1, 0)  # on a 2-CPU cluster  # doctest: +SKIP
         (0.5, 1.0)
     """

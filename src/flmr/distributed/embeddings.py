@@ -16,11 +16,12 @@ that is then renamed), so a run that dies leaves finished parts and nothing half
 encodes only the positions no part holds. Parts are read in collection order whatever order they were
 written in. Nothing here needs Ray.
 
-Example:
-    >>> parts = EmbeddingParts("my_embeddings")  # doctest: +SKIP
-    >>> parts.check_complete()  # doctest: +SKIP
-    >>> chunk = next(parts.iter_chunks(0, 100))  # doctest: +SKIP
-    >>> chunk.num_documents, chunk.embeddings.shape  # doctest: +SKIP
+Example (``my_embeddings``: 200 documents of 16-dim vectors, in two parts):
+    >>> parts = EmbeddingParts("my_embeddings")
+    >>> parts.check_complete()
+    >>> chunk = next(parts.iter_chunks(0, 100))
+    >>> chunk.num_documents, chunk.embeddings.shape[1], int(chunk.doclens.sum()) == chunk.embeddings.shape[0]
+    (100, 16, True)
 """
 
 from __future__ import annotations
@@ -117,9 +118,9 @@ class EmbeddingParts:
         root: the embeddings folder (see the module docstring).
 
     Example:
-        >>> parts = EmbeddingParts("my_embeddings")  # doctest: +SKIP
-        >>> parts.num_documents, len(parts.finished_positions())  # doctest: +SKIP
-        (1000, 1000)
+        >>> parts = EmbeddingParts("my_embeddings")
+        >>> parts.num_documents, len(parts.finished_positions()), len(parts.parts)
+        (200, 200, 2)
     """
 
     def __init__(self, root: str | Path) -> None:
@@ -166,8 +167,8 @@ class EmbeddingParts:
         """Per part: its number of documents and vectors, and what ``stats.json`` recorded.
 
         Example:
-            >>> len({s["worker"] for s in EmbeddingParts("my_embeddings").stats()})  # doctest: +SKIP
-            2
+            >>> [(s["documents"], s["worker"]) for s in EmbeddingParts("my_embeddings").stats()]
+            [(100, '127.0.0.1:...'), (100, '127.0.0.1:...')]
         """
         return [
             {

@@ -14,9 +14,10 @@ Because the codec is shared, a document's compressed vectors are the same in its
 built with that codec over the whole collection (see ``flmr.search.sharded`` for what that guarantees).
 This module uses only the public API of ``flmr.index``.
 
-Example:
+Example (compresses the shards in Ray tasks, so the tests do not run it; ``build_sharded_index`` shows
+the same build in this process):
     >>> from flmr.distributed import build_sharded_index
-    >>> build_sharded_index("embeddings", "my_sharded_index", num_shards=4, nbits=2)  # doctest: +SKIP
+    >>> build_sharded_index("my_embeddings", "sharded", num_shards=4, nbits=2)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -104,8 +105,14 @@ def build_sharded_index(
     Returns the path of the index.
 
     Example:
-        >>> path = build_sharded_index("embeddings", "sharded", num_shards=2, use_ray=False)  # doctest: +SKIP
-        >>> ShardedIndex.load(path).num_documents  # doctest: +SKIP
+        >>> from flmr.index import Index, ShardedIndex
+        >>> path = build_sharded_index("my_embeddings", "sharded", num_shards=2, use_ray=False)
+        >>> sharded = ShardedIndex.load(path)  # 200 documents of 16-dim vectors
+        >>> sharded.num_documents, sharded.offsets, sharded.dim
+        (200, [0, 100], 16)
+        >>> path = build_sharded_index("my_embeddings", "single", num_shards=1, use_ray=False)
+        >>> Index.load(path).num_documents  # one shard is a plain index folder
+        200
     """
     parts = embeddings if isinstance(embeddings, EmbeddingParts) else EmbeddingParts(embeddings)
     parts.check_complete()
