@@ -11,7 +11,7 @@ The pipeline is ``read -> number the rows -> drop rows already encoded -> map_ba
   slot and encodes a batch with ``DocumentEncoder``, then writes it as one part (see
   ``flmr.distributed.embeddings``), so the vectors never travel back to the driver.
 
-Example:
+Example (starts a Ray cluster and reads a checkpoint from the model hub, so the tests do not run it):
     >>> from flmr.distributed import connect, encode_collection
     >>> connect("local", num_cpus=2)  # doctest: +SKIP
     >>> parts = encode_collection("passages.jsonl", "embeddings", "LinWeizheDragon/PreFLMR_ViT-B", workers=2)  # doctest: +SKIP
@@ -80,7 +80,7 @@ def encode_collection(
 
     Returns the finished parts (``check_complete`` passes).
 
-    Example:
+    Example (starts a Ray cluster, so the tests do not run it):
         >>> parts = encode_collection(["Paris is in France.", "Rome is in Italy."], "emb", "my_checkpoint")  # doctest: +SKIP
         >>> parts.num_documents  # doctest: +SKIP
         2

@@ -1,6 +1,7 @@
 """Sharded search on Ray: one actor per shard (and replica) holds the shard's searcher; the caller merges.
 
-Example:
+Example (starts a Ray cluster and its actors, so the tests do not run it; ``ShardSearchActor`` shows
+what each actor does, in this process):
     >>> from flmr.distributed import RayShardedSearcher, connect
     >>> connect("local", num_cpus=2)  # doctest: +SKIP
     >>> searcher = RayShardedSearcher("my_sharded_index", exact=True)  # doctest: +SKIP
@@ -32,8 +33,10 @@ class ShardSearchActor:
     """Holds one shard index (memory-mapped) and its searcher; runs as a Ray actor or Serve replica.
 
     Example:
-        >>> actor = ShardSearchActor("my_sharded_index/shard-00000", SearchSettings(exact=True))  # doctest: +SKIP
-        >>> actor.search(query_embeddings, k=5)[0][0].pid  # doctest: +SKIP
+        >>> actor = ShardSearchActor("my_sharded_index/shard-00000", SearchSettings(exact=True))
+        >>> hits = actor.search(query_embeddings, k=5)  # the first shard holds 100 documents
+        >>> [hit.rank for hit in hits[0]], all(hit.pid < 100 for query_hits in hits for hit in query_hits)
+        ([1, 2, 3, 4, 5], True)
     """
 
     def __init__(
@@ -73,7 +76,7 @@ class RayShardedSearcher(Searcher):
     The results are those of ``flmr.search.ShardedSearcher`` over the same shards (the same merge;
     see ``flmr.search.sharded`` for how they compare with a single index).
 
-    Example:
+    Example (needs a Ray cluster, so the tests do not run it):
         >>> searcher = RayShardedSearcher("my_sharded_index", replicas=2)  # doctest: +SKIP
         >>> [hit.pid for hit in searcher.search(query_embeddings, k=3)[0]]  # doctest: +SKIP
     """
