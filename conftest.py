@@ -44,7 +44,6 @@ collect_ignore = [
     for name in (
         "search/plaid.py",
         "search/exact.py",
-        "search/sharded.py",
         "search/hybrid.py",
         "retrieval/retriever.py",
         "distributed/serve.py",

@@ -19,10 +19,16 @@ What the merge guarantees:
   differ either way (a document one index prunes at the first stage can, in its shard, displace one
   that would have won); every returned score is still the document's exact score under the codec.
 
-Example:
-    >>> searcher = ShardedSearcher("my_sharded_index", exact=True)  # doctest: +SKIP
-    >>> hits = searcher.search(query_embeddings, k=10)[0]  # doctest: +SKIP
-    >>> hits[0].pid, searcher.document(hits[0].pid).id  # doctest: +SKIP
+Example (``my_index`` and ``my_sharded_index`` hold the same vectors of the sample collection, in one
+index and in 2 shards; exact search ranks them the same):
+    >>> searcher = ShardedSearcher("my_sharded_index", exact=True)
+    >>> hits = searcher.search(query_embeddings, k=10, return_documents=True)
+    >>> single = ExactSearcher("my_index").search(query_embeddings, k=10, return_documents=True)
+    >>> [[hit.document.id for hit in query_hits] for query_hits in hits] == [
+    ...     [hit.document.id for hit in query_hits] for query_hits in single]
+    True
+    >>> hits[0][0].document.id == searcher.document(hits[0][0].pid).id
+    True
 """
 
 from __future__ import annotations
@@ -117,9 +123,12 @@ class ShardedSearcher(Searcher):
     in parallel on a Ray cluster with the same merge.
 
     Example:
-        >>> searcher = ShardedSearcher(["shard-a", "shard-b"], SearchSettings(exact=True))  # doctest: +SKIP
-        >>> [hit.pid for hit in searcher.search(query_embeddings, k=3)[0]]  # doctest: +SKIP
-        [412, 7, 1033]
+        >>> searcher = ShardedSearcher(["my_sharded_index/shard-00000", "my_sharded_index/shard-00001"],
+        ...                            SearchSettings(exact=True))
+        >>> searcher.offsets, searcher.num_documents  # shard 1's local pid p is global pid 100 + p
+        ([0, 100], 200)
+        >>> [hit.rank for hit in searcher.search(query_embeddings, k=3)[0]]
+        [1, 2, 3]
     """
 
     def __init__(
