@@ -12,13 +12,15 @@ checkpoint) and ``my_checkpoint`` (the tiny checkpoint), and sees these names:
 - ``Q`` / ``query_embeddings``: (2, 32, 16) vectors of the first two ``SAMPLE_QUERIES``;
 - ``docs``, ``doc_embeddings``: the first 8 sample documents and their (n_tokens, 16) vectors.
 
-An example that names ``my_embeddings`` or ``my_sharded_index`` also finds that folder: the sample
-collection encoded by ``model`` in embedding parts of 100 documents (as ``flmr.distributed``'s
-encoding writes them, here without Ray), and the 2-shard index built from them in-process.
+An example that names ``my_embeddings``, ``my_sharded_index`` or ``m2kr_local`` also finds that
+folder (each is built once, when an example first needs it):
 
-The examples of ``flmr.evaluation`` and ``flmr.cli.evaluate`` also find ``m2kr_local``: an M2KR-layout folder (parquet) with one
-task, ``EVQA``, whose ``test`` split asks ``what is <package>?`` for the first 8 sample documents
-against a corpus of the first 20 (``test_passages``).
+- ``my_embeddings``: the sample collection encoded by ``model`` in embedding parts of 100 documents
+  (as ``flmr.distributed``'s encoding writes them, here without Ray);
+- ``my_sharded_index``: the 2-shard index built from them in-process (the same vectors as ``my_index``);
+- ``m2kr_local``: an M2KR-layout folder (parquet) with one task, ``EVQA``, whose ``test`` split asks
+  ``what is <package>?`` for the first 8 sample documents against a corpus of the first 20
+  (``test_passages``).
 
 The tiny model's rankings mean nothing, so examples show shapes, types and invariants of what it
 computes, never a claimed ranking.
@@ -182,9 +184,9 @@ def _doctest_folder(request: pytest.FixtureRequest) -> None:
     world = request.getfixturevalue("_doctest_world")
     for name in ("my_index", "my_checkpoint"):
         shutil.copytree(world["root"] / name, tmp_path / name)
-    if request.node.name.startswith(("flmr.evaluation", "flmr.cli.evaluate")):
-        shutil.copytree(request.getfixturevalue("_doctest_m2kr"), tmp_path / "m2kr_local")
     source = "".join(example.source for example in request.node.dtest.examples)
+    if "m2kr_local" in source:
+        shutil.copytree(request.getfixturevalue("_doctest_m2kr"), tmp_path / "m2kr_local")
     for name in SHARDED_FOLDERS:
         if name in source:
             shutil.copytree(request.getfixturevalue("_doctest_sharded") / name, tmp_path / name)
