@@ -47,7 +47,6 @@ collect_ignore = [
         "search/plaid.py",
         "search/exact.py",
         "search/hybrid.py",
-        "retrieval/retriever.py",
         "distributed/serve.py",
         "index/kmeans.py",
         "index/codec.py",

@@ -72,12 +72,16 @@ class Retriever:
             [`flmr.model.precision`]; the model is converted in place. An index built in one precision
             is searched with any other.
 
-    Example:
-        >>> retriever = Retriever.from_pretrained("LinWeizheDragon/PreFLMR_ViT-B")
-        >>> index = retriever.index(["Paris is in France.", "Rome is in Italy."], "my_index", nbits=2)
-        >>> hits = retriever.search("Which city is in Italy?", index, k=1)[0]
-        >>> hits[0].document.text
-        'Rome is in Italy.'
+    Example (``my_checkpoint`` is a tiny checkpoint of random weights, so its ranking means nothing):
+        >>> retriever = Retriever.from_pretrained("my_checkpoint")
+        >>> index = retriever.index(["Paris is in France.", "Rome is in Italy."], "cities", nbits=2)
+        >>> hits = retriever.search("Which city is in Italy?", index, k=2)[0]
+        >>> [hit.rank for hit in hits], sorted(hit.document.text for hit in hits)
+        ([1, 2], ['Paris is in France.', 'Rome is in Italy.'])
+
+    A published checkpoint loads the same way, from the model hub (not reached by the tests):
+
+        >>> retriever = Retriever.from_pretrained("LinWeizheDragon/PreFLMR_ViT-B")  # doctest: +SKIP
     """
 
     def __init__(
@@ -214,8 +218,12 @@ class Retriever:
         alone unless an instruction is given. See [`build_query_text`].
 
         Example:
+            >>> from flmr.model.tiny import tiny_model
+            >>> preflmr = Retriever(tiny_model("preflmr"))  # a PreFLMR-style checkpoint (random weights)
             >>> preflmr.query_texts("Dune: who wrote the novel?")
             ['Retrieve documents that provide an answer to the question: Dune: who wrote the novel?']
+            >>> retriever.query_texts("Dune: who wrote the novel?")  # an FLMR checkpoint reads the question alone
+            ['Dune: who wrote the novel?']
         """
         texts, images = _query_inputs(queries, images)
         instructions = (
@@ -341,8 +349,10 @@ class Retriever:
         Example:
             >>> hit = retriever.search("capital of France", index, k=1)[0][0]
             >>> explanation = retriever.explain("capital of France", hit, index)
-            >>> [(m.query.label, m.document.label) for m in explanation.top_matches(2)]
-            [('france', 'france'), ('capital', 'capital')]
+            >>> [match.query.label for match in explanation.matches[:5]]  # one match per query vector
+            ['[CLS]', '[Q]', 'capital', 'of', 'france']
+            >>> abs(sum(match.contribution for match in explanation.matches) - hit.score) < 1e-3
+            True
         """
         return self.explain_hits(
             query, [hit_or_pid], index, images, image_features, normalize_decompressed, instruction
