@@ -46,7 +46,6 @@ collect_ignore = [
     for name in (
         "search/plaid.py",
         "search/exact.py",
-        "search/hybrid.py",
         "distributed/serve.py",
         "index/kmeans.py",
         "index/codec.py",

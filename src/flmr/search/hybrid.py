@@ -24,10 +24,15 @@ holding about 12 bytes per distinct (document, term) pair. Per query, fusion add
 the collection's postings and the exact scoring of the BM25-only candidates to the searcher's work
 at depth 100 (on 10,000 Debian descriptions: 55 ms per query against 46 ms for PLAID at k=10).
 
-Example:
-    >>> searcher = HybridSearcher(PlaidSearcher("my_index"), weight=0.3)  # doctest: +SKIP
-    >>> hits = searcher.search(query_embeddings, k=10, query_texts=["libssl3 upgrade"])[0]  # doctest: +SKIP
-    >>> hits[0].score, hits[0].late_interaction_score, hits[0].bm25_score  # doctest: +SKIP
+Example (``query_embeddings[:1]`` stands for the encoded query text):
+    >>> from flmr.search import PlaidSearcher
+    >>> searcher = HybridSearcher(PlaidSearcher("my_index"), weight=0.3)
+    >>> hits = searcher.search(query_embeddings[:1], k=10, query_texts=["vim editor"])[0]
+    >>> 0 <= hits[-1].score <= hits[0].score <= 1, hits[0].bm25_score >= 0  # fused scores best first; raw BM25
+    (True, True)
+    >>> bm25_alone = HybridSearcher(PlaidSearcher("my_index"), weight=1.0)
+    >>> bm25_alone.search(query_embeddings[:1], k=1, query_texts=["vim editor"], return_documents=True)[0][0].document.id
+    'vim'
 """
 
 from __future__ import annotations
@@ -160,8 +165,12 @@ class HybridSearcher(Searcher):
             for ``k <= depth``.
 
     Example:
-        >>> hybrid = HybridSearcher(ExactSearcher(index), weight=0.5, fusion="rrf")  # doctest: +SKIP
-        >>> hybrid.search(Q, k=5, filter={"lang": "en"}, query_texts=["How do I play chess?"])  # doctest: +SKIP
+        >>> from flmr.search import ExactSearcher
+        >>> hybrid = HybridSearcher(ExactSearcher(index), weight=0.5, fusion="rrf")
+        >>> hits = hybrid.search(Q[:1], k=5, filter={"$id": {"$ne": "vim"}}, query_texts=["vim editor"],
+        ...                      return_documents=True)[0]
+        >>> "vim" in [hit.document.id for hit in hits], max(hit.score for hit in hits) <= 1 / 61  # RRF's best
+        (False, True)
     """
 
     def __init__(
