@@ -5,10 +5,15 @@ Example:
     >>> from flmr.retrieval import Retriever
     >>> index = Index.load("my_index")
     >>> app = create_app(Retriever.from_pretrained(index.encoder.checkpoint), index)
-    >>> sorted({route.path for route in app.routes if route.path.startswith("/api/search")})
-    ['/api/search', '/api/search/batch', '/api/search/upload']
+    >>> from fastapi.testclient import TestClient  # requests without a server (httpx, in the dev extra)
+    >>> with TestClient(app) as client:
+    ...     answer = client.get("/api/search", params={"query": "vim editor", "k": 2}).json()
+    ...     lexical = client.get("/api/search", params={"query": "vim editor", "k": 1, "hybrid_weight": 1}).json()
+    ...     document = client.get("/api/documents/by-id/vim").json()
+    >>> [result["rank"] for result in answer["results"]], lexical["results"][0]["id"], document["pid"]
+    ([1, 2], 'vim', 0)
 
-Serving it blocks until the process is stopped, so this line is not run here:
+Serving it over HTTP blocks until the process is stopped, so this line is not run here:
 
     >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
 
