@@ -34,7 +34,8 @@ from flmr.search import ExactSearcher, PlaidSearcher
 
 CLS_VECTORS = 32  # PreFLMR maps the image's [CLS] feature to 32 vectors
 PATCH_VECTORS = 49  # ViT-B/32 at 224 px: 7 x 7 patches through the transformer mapping network
-STORE_POLICIES = {"default": None, "float16": True, "codes only": False}
+# IndexWriter arguments of each storage policy; "default" passes none (the float16 copy at every nbits)
+STORE_POLICIES = {"default": {}, "float16": {"store_vectors": True}, "codes only": {"store_vectors": False}}
 
 
 def preflmr_queries(text: torch.Tensor, relevant: list[torch.Tensor], seed: int = 0) -> torch.Tensor:
@@ -148,7 +149,7 @@ def run_size(num_documents: int, args: argparse.Namespace) -> None:
         for policy in args.policies:
             with tempfile.TemporaryDirectory() as folder:
                 started = time.perf_counter()
-                index = IndexWriter(nbits=nbits, store_vectors=STORE_POLICIES[policy]).write(
+                index = IndexWriter(nbits=nbits, **STORE_POLICIES[policy]).write(
                     Path(folder) / "index", vectors, doclens
                 )
                 build = time.perf_counter() - started

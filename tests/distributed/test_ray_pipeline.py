@@ -169,7 +169,22 @@ def test_one_shard_is_a_plain_index(embeddings, single, tmp_path, query_vectors)
     assert index.num_documents == single.num_documents and not (path / "shards.json").exists()
 
 
-def test_serve_answers_over_http_like_the_sharded_searcher(sharded, query_vectors):
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return json.load(response)
+
+
+def test_serve_runs_the_service_app_over_the_shards(sharded, query_vectors):
+    """`serve --ray` deploys the app of `flmr serve`: search equals the sharded searcher's, and filters,
+    hybrid fusion, explanations, lookups by id, info and the page work over the shards."""
     from ray import serve
 
     with socket.socket() as probe:
@@ -178,15 +193,32 @@ def test_serve_answers_over_http_like_the_sharded_searcher(sharded, query_vector
     serve_sharded_index(
         sharded, host="127.0.0.1", port=port, exact=True, cpus_per_replica=0.25, router_cpus=0.25
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}/api/search?q={urllib.request.quote(QUERIES[1])}&k=4"
-        with urllib.request.urlopen(url, timeout=60) as response:
-            body = json.load(response)
+        body = _get(f"{base}/api/search?q={urllib.request.quote(QUERIES[1])}&k=4")
         expected = ShardedSearcher(sharded, exact=True).search(query_vectors[1:2], k=4)[0]
         assert [r["pid"] for r in body["results"]] == [h.pid for h in expected]
         assert [r["score"] for r in body["results"]] == pytest.approx([h.score for h in expected], abs=1e-5)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/documents/{expected[0].pid}") as response:
-            assert json.load(response)["id"] == body["results"][0]["id"]
+        top = _get(f"{base}/api/documents/{expected[0].pid}")
+        assert top["id"] == body["results"][0]["id"]
+        assert _get(f"{base}/api/documents/by-id/{urllib.request.quote(top['id'])}")["pid"] == expected[0].pid
+
+        package = top["metadata"]["package"]
+        filtered = _post(f"{base}/api/search", {"query": QUERIES[1], "k": 5, "filter": {"package": package}})
+        assert [r["id"] for r in filtered["results"]] == [top["id"]]
+
+        fused = _post(f"{base}/api/search", {"query": package, "k": 3, "hybrid_weight": 1.0})
+        assert fused["results"][0]["metadata"]["package"] == package  # BM25 alone finds its own name
+
+        explained = _post(f"{base}/api/search", {"query": QUERIES[1], "k": 2, "explain": True})
+        for hit in explained["results"]:
+            contributions = sum(match["contribution"] for match in hit["explanation"]["matches"])
+            assert contributions == pytest.approx(hit["score"], abs=1e-3)
+
+        info = _get(f"{base}/api/info")
+        assert info["num_documents"] == ShardedSearcher(sharded).num_documents and info["search"] == "exact"
+        with urllib.request.urlopen(f"{base}/", timeout=60) as response:
+            assert b"<html" in response.read().lower()
     finally:
         serve.delete("flmr")
 

@@ -15,10 +15,10 @@ def clustered(
     )
 
 
-def test_default_num_partitions_follows_colbert_heuristic() -> None:
-    assert default_num_partitions(6_000_000) == 2**15  # 16 * sqrt(6e6) = 39192
-    assert default_num_partitions(10_000) == 1024  # 1600
-    assert default_num_partitions(1) == 16
+def test_default_num_partitions_is_four_times_colbert_heuristic() -> None:
+    assert default_num_partitions(6_000_000) == 2**17  # 64 * sqrt(6e6) = 156767 (ColBERT: 2**15)
+    assert default_num_partitions(10_000) == 4096  # 6400 (ColBERT: 1024)
+    assert default_num_partitions(1) == 64
 
 
 def test_trained_centroids_are_unit_norm_and_cover_the_data() -> None:

@@ -63,11 +63,13 @@ def test_stored_vectors_decompress_close_to_originals(tmp_path, documents) -> No
     assert cosines.mean() > 0.97 and cosines.min() > 0.9
 
 
-def test_default_partitions_use_colbert_heuristic_capped_by_sample(tmp_path, documents) -> None:
+def test_default_partitions_use_four_times_colbert_heuristic_capped_by_sample(tmp_path, documents) -> None:
     index = IndexWriter(kmeans_iterations=4).write(tmp_path / "index", documents[:20])
-    num_vectors = index.num_vectors  # 16 * sqrt(~300) = ~277 -> 256 requested, capped by the training sample
-    assert index.settings["requested_num_partitions"] == 256
-    assert index.num_partitions == min(256, num_vectors - max(1, num_vectors // 10))
+    num_vectors = (
+        index.num_vectors
+    )  # 64 * sqrt(~300) = ~1109 -> 1024 requested, capped by the training sample
+    assert index.settings["requested_num_partitions"] == 1024
+    assert index.num_partitions == min(1024, num_vectors - max(1, num_vectors // 10))
 
 
 @pytest.mark.parametrize("form", ["list", "flat", "chunk_stream", "pair_stream", "list_stream"])

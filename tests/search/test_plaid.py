@@ -3,6 +3,7 @@ import torch
 
 from flmr.index import Index, IndexWriter
 from flmr.search import ExactSearcher, PlaidSearcher
+from flmr.search import plaid as plaid_module
 from flmr.search.maxsim import packed_queries
 
 
@@ -195,3 +196,19 @@ def test_default_storage_keeps_float16_at_every_nbits(tmp_path, documents, nbits
     index = IndexWriter(nbits=nbits, num_partitions=16, kmeans_iterations=4).write(tmp_path / "i", documents)
     assert index.stores_vectors == keeps_float16
     assert (tmp_path / "i" / "segments" / "000000" / "vectors.npy").exists() == keeps_float16
+
+
+@pytest.mark.parametrize("prune_above", [0, 1000])
+def test_pruned_stage_runs_only_for_many_candidates(easy_index, monkeypatch, prune_above) -> None:
+    """Pruned or not, the same exact top-k comes back; the pruned stage runs only past the bound."""
+    index, documents = easy_index
+    monkeypatch.setattr(plaid_module, "PRUNED_STAGE_ABOVE", prune_above)
+    calls = []
+    original = PlaidSearcher._pruned_scores
+    monkeypatch.setattr(
+        PlaidSearcher, "_pruned_scores", lambda self, *args: calls.append(1) or original(self, *args)
+    )
+    queries = queries_from(documents, range(0, 400, 40))
+    plaid = PlaidSearcher(index, ndocs=64, exact_when_cheaper=False).search(queries, k=5)
+    assert bool(calls) == (prune_above == 0)
+    assert pids_of(plaid) == pids_of(ExactSearcher(index).search(queries, k=5))

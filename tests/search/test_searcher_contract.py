@@ -93,8 +93,12 @@ FACTORIES = {
     "sharded-plaid": lambda single, sharded, _: ShardedSearcher(sharded, SMALL_PLAID),
     "hybrid-plaid": lambda single, sharded, _: _hybrid(PlaidSearcher(single, SMALL_PLAID)),
     "hybrid-exact": lambda single, sharded, _: _hybrid(ExactSearcher(single)),
+    "hybrid-sharded": lambda single, sharded, _: _hybrid(ShardedSearcher(sharded, SMALL_PLAID)),
     "ray-sharded": pytest.param(
         lambda single, sharded, made: _ray(single, sharded, made, SMALL_PLAID), marks=pytest.mark.ray
+    ),
+    "hybrid-ray-sharded": pytest.param(
+        lambda single, sharded, made: _hybrid(_ray(single, sharded, made, SMALL_PLAID)), marks=pytest.mark.ray
     ),
 }
 
@@ -180,6 +184,18 @@ def test_one_query_without_a_batch_dimension(searcher, queries) -> None:
 def test_a_bad_k_is_refused(searcher, queries, k) -> None:
     with pytest.raises(SearchError, match="k must be a positive integer"):
         _search(searcher, queries[:1], k)
+
+
+def test_hybrid_over_shards_equals_hybrid_over_one_index(single, sharded, queries) -> None:
+    pytest.importorskip("bm25s")
+    exact = SearchSettings(exact=True)
+    one = HybridSearcher(ExactSearcher(single), weight=0.3).search(queries, 10, query_texts=QUERY_TEXTS[:4])
+    shards = HybridSearcher(ShardedSearcher(sharded, exact), weight=0.3).search(
+        queries, 10, query_texts=QUERY_TEXTS[:4]
+    )
+    for mine, theirs in zip(shards, one, strict=True):
+        assert [hit.pid for hit in mine] == [hit.pid for hit in theirs]
+        assert [hit.bm25_score for hit in mine] == pytest.approx([hit.bm25_score for hit in theirs], rel=1e-5)
 
 
 def test_exact_searchers_agree_on_the_top_k(single, sharded, queries) -> None:

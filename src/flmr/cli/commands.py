@@ -143,18 +143,10 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Start the HTTP search service (JSON API and search page) on one index."""
-    if args.ray:
-        from .ray import serve_on_ray
-
-        return serve_on_ray(args)
+    """Start the HTTP search service (JSON API and search page) on one index, or on Ray Serve."""
     uvicorn = require_extra("uvicorn", "serve", "`flmr serve`")
     from flmr.serving import SearchEngine, ServiceSettings, create_app  # names the `serve` extra if missing
 
-    index = Index.load(args.index)
-    retriever = load_retriever(
-        index_checkpoint(index, args.checkpoint), args.device, args.max_batch_size, args.precision
-    )
     settings = ServiceSettings(
         max_k=args.max_k,
         default_k=min(10, args.max_k),
@@ -162,6 +154,14 @@ def run_serve(args: argparse.Namespace) -> int:
         batch_wait_ms=args.batch_wait_ms,
         image_root=Path(args.image_root).resolve() if args.image_root else None,
         search=search_settings_from_args(args),
+    )
+    if args.ray:
+        from .ray import serve_on_ray
+
+        return serve_on_ray(args, settings)
+    index = Index.load(args.index)
+    retriever = load_retriever(
+        index_checkpoint(index, args.checkpoint), args.device, args.max_batch_size, args.precision
     )
     # Fail here, before the port opens, if the index does not fit the checkpoint.
     SearchEngine(retriever, index, settings).warm_up()

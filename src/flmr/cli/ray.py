@@ -7,7 +7,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flmr.distributed.cluster import connect, require_ray
 from flmr.distributed.ray_encoding import encode_collection
@@ -16,6 +16,9 @@ from flmr.distributed.shard_index import build_sharded_index
 from flmr.index import IndexExistsError
 
 from .exit_codes import EXIT_OK
+
+if TYPE_CHECKING:
+    from flmr.serving import ServiceSettings
 
 
 def index_on_ray(args: argparse.Namespace, collection: Any, image_root: Path | None, checkpoint: str) -> int:
@@ -57,27 +60,24 @@ def index_on_ray(args: argparse.Namespace, collection: Any, image_root: Path | N
     return EXIT_OK
 
 
-def serve_on_ray(args: argparse.Namespace) -> int:
-    """Serve a sharded (or single) index on Ray Serve until interrupted."""
+def serve_on_ray(args: argparse.Namespace, settings: ServiceSettings) -> int:
+    """Serve a sharded (or single) index on Ray Serve, with the routes of ``flmr serve``, until interrupted."""
     if args.device != "cpu":
         raise ValueError(
             "`flmr serve --ray` runs shard replicas on CPU; for GPU replicas call "
             "flmr.distributed.serve_sharded_index(..., gpus_per_replica=..., device='cuda')"
         )
-    from flmr.serving import ServiceSettings
-
     connect(args.ray)
     from ray import serve
 
-    settings = ServiceSettings(max_k=args.max_k, default_k=min(10, args.max_k))
     serve_sharded_index(
         args.index,
         args.checkpoint,
         host=args.host,
         port=args.port,
         replicas=args.replicas,
-        exact=args.exact,
         settings=settings,
+        precision=args.precision,
     )
     print(
         f"serving {args.index} on Ray Serve ({args.replicas} replicas per shard) at "

@@ -106,8 +106,9 @@ class IndexWriter:
 
     Args:
         nbits: bits per residual dimension, one of 1, 2, 4, 8.
-        num_partitions: number of centroids; default ColBERT's 2**floor(log2(16 * sqrt(num_vectors))),
-            capped by the number of sampled vectors.
+        num_partitions: number of centroids; default 2**floor(log2(64 * sqrt(num_vectors))), four times
+            ColBERT's heuristic (see ``flmr.index.kmeans.PARTITIONS_PER_SQRT_VECTOR``), capped by the
+            number of sampled vectors.
         kmeans_sample_size: vectors sampled for k-means and the codec; default 32 per partition.
         kmeans_iterations: k-means iterations (ColBERTv2's default, 4).
         seed: seed of every random choice (sampling, k-means), so builds are reproducible.

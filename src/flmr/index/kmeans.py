@@ -23,14 +23,22 @@ _ASSIGN_BATCH = 1 << 16
 _GROUPS_PER_CENTROID = 8
 
 
+# Centroids per sqrt(num_vectors): ColBERT's heuristic uses 16; four times as many (64) makes centroid
+# interaction rank documents far closer to exact MaxSim on [MASK]-expanded queries. Debian documents,
+# query()-encoded queries, share of the exact top 10 among the best 256 documents by centroid
+# interaction: 3k documents 0.897 (16) -> 0.960 (64); 10k 0.865 -> 0.919 (with ncells scaled 4x).
+# Training is two-level past EXACT_CENTROID_LIMIT, so the build stays fast (10k documents: 26 s).
+PARTITIONS_PER_SQRT_VECTOR = 64
+
+
 def default_num_partitions(num_vectors: int) -> int:
-    """ColBERT's heuristic: the power of two at or below 16 * sqrt(num_vectors).
+    """The power of two at or below 64 * sqrt(num_vectors) (ColBERT's heuristic uses 16 * sqrt).
 
     Example:
         >>> default_num_partitions(6_000_000)
-        32768
+        131072
     """
-    return 2 ** math.floor(math.log2(16 * math.sqrt(max(num_vectors, 1))))
+    return 2 ** math.floor(math.log2(PARTITIONS_PER_SQRT_VECTOR * math.sqrt(max(num_vectors, 1))))
 
 
 def train_centroids(

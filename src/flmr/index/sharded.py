@@ -327,6 +327,11 @@ class ShardedIndex:
         return self.shards[0].dim
 
     @property
+    def nbits(self) -> int:
+        """Bits per residual dimension of the shared codec."""
+        return self.shards[0].nbits
+
+    @property
     def codec(self) -> ResidualCodec:
         """The codec every shard shares."""
         return self.shards[0].codec
@@ -378,15 +383,17 @@ class ShardedIndex:
         return not bool(self.shards[shard].deleted[local])
 
     # -- generations -----------------------------------------------------------------------------------
-    def refresh(self) -> bool:
-        """Move every shard to its newest committed generation; True if any changed.
+    def refresh(self, if_older_than: float = 0.0) -> bool:
+        """Move every shard to its newest committed generation; True if any changed. With
+        ``if_older_than`` (seconds), a shard checked more recently than that is left as it is (see
+        ``Index.refresh``).
 
         Raises ``IndexFormatError`` when a shard other than the last changed size (its later shards'
         pids would move) or no longer matches ``shards.json``.
         """
         changed = False
         for shard in self.shards:
-            changed |= shard.refresh()
+            changed |= shard.refresh(if_older_than)
         self._check_sizes()
         if self.path is not None:
             self._check_manifest(read_shards_manifest(self.path))

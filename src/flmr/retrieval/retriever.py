@@ -22,6 +22,7 @@ from flmr.encoding.layout import document_tokens
 from flmr.encoding.queries import ImageInput, build_query_text
 from flmr.errors import FLMRError
 from flmr.index import DocumentChunk, Index, IndexExistsError, IndexWriter, stored_fields
+from flmr.index.sharded import ShardedIndex, is_sharded_index
 from flmr.model import FLMRModelForRetrieval
 from flmr.model.image_processing import load_image_processor
 from flmr.model.precision import apply_precision
@@ -392,6 +393,12 @@ class Retriever:
         labels: list[tuple[str, str]],
         normalize_decompressed: bool,
     ) -> Explanation:
+        if isinstance(index, ShardedIndex):  # explained in its shard, reported under its global pid
+            shard, local = index.locate(pid)
+            explanation = self._explain_pid(
+                index.shards[shard], local, query_vectors, labels, normalize_decompressed
+            )
+            return replace(explanation, pid=pid)
         stored = index.document(pid)
         tokens = document_tokens(
             stored.text,
@@ -404,16 +411,20 @@ class Retriever:
         )
         return explain_document(index, pid, query_vectors, labels, tokens, normalize_decompressed)
 
-    def _open(self, index: Index | str | os.PathLike) -> Index:
-        """Load ``index``, or move an open one to the newest generation (at most every ``auto_refresh`` s)."""
-        if isinstance(index, Index):
-            index.refresh_if_due()
+    def _open(self, index: Index | ShardedIndex | str | os.PathLike) -> Index | ShardedIndex:
+        """Load ``index`` (an index or sharded index folder), or move an open one to the newest
+        generation (at most every ``auto_refresh`` s); then check it was built with this checkpoint."""
+        if isinstance(index, (Index, ShardedIndex)):
+            for part in index.shards if isinstance(index, ShardedIndex) else [index]:
+                part.refresh_if_due()
+        elif is_sharded_index(index):
+            index = ShardedIndex.load(index)
         else:
             index = Index.load(index)
         self.check_index(index)
         return index
 
-    def check_index(self, index: Index) -> None:
+    def check_index(self, index: Index | ShardedIndex) -> None:
         """Check that ``index`` (or every shard of a sharded index) was built with this retriever's checkpoint.
 
         Raises:

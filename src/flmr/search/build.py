@@ -7,18 +7,19 @@ from pathlib import Path
 import torch
 
 from flmr.index.index import Index
+from flmr.index.sharded import ShardedIndex, is_sharded_index
 from flmr.search.base import Searcher
 from flmr.search.settings import SearchSettings
 
 
 def build_searcher(
-    index: Index | str | Path,
+    index: Index | ShardedIndex | str | Path,
     settings: SearchSettings | None = None,
     *,
     device: str | torch.device = "cpu",
 ) -> Searcher:
-    """The searcher for ``settings`` over ``index`` (an ``Index``, an index folder, or a sharded index
-    folder with ``shards.json``).
+    """The searcher for ``settings`` over ``index`` (an ``Index``, an index folder, a ``ShardedIndex``
+    or a sharded index folder with ``shards.json``).
 
     ``settings.exact`` picks ``ExactSearcher`` over ``PlaidSearcher``; a sharded folder gets a
     ``ShardedSearcher`` of those; ``settings.hybrid`` wraps the result in a ``HybridSearcher``.
@@ -36,11 +37,11 @@ def build_searcher(
     """
     from flmr.search.exact import ExactSearcher
     from flmr.search.plaid import PlaidSearcher
-    from flmr.search.sharded import ShardedSearcher, is_sharded_index
+    from flmr.search.sharded import ShardedSearcher
 
     settings = settings or SearchSettings()
     searcher: Searcher
-    if isinstance(index, (str, Path)) and is_sharded_index(index):
+    if isinstance(index, ShardedIndex) or (isinstance(index, (str, Path)) and is_sharded_index(index)):
         searcher = ShardedSearcher(index, settings=settings, device=device)
     elif settings.exact:
         searcher = ExactSearcher(index, settings=settings, device=device)

@@ -12,6 +12,7 @@ import torch
 from flmr.index.codec import ResidualCodec
 from flmr.index.index import Index
 from flmr.index.inputs import EmbeddingsInput, iter_chunks
+from flmr.index.sharded import ShardedIndex
 from flmr.runtime import sized_threads
 from flmr.search.base import Searcher, check_k
 from flmr.search.errors import SearchError
@@ -24,7 +25,7 @@ DEFAULT_MAX_SCORE_ELEMENTS = 1 << 25  # floats in one (document vectors x query 
 
 
 def score_documents(
-    index: Index,
+    index: Index | ShardedIndex,
     query_rows: torch.Tensor,
     pids: torch.Tensor,
     normalize: bool = True,
@@ -32,12 +33,22 @@ def score_documents(
 ) -> torch.Tensor:
     """Exact MaxSim of one query's non-zero vectors (q_len, dim) against the vectors of ``pids``.
 
-    See ``score_pairs``, which scores many queries' documents at once.
+    See ``score_pairs``, which scores many queries' documents at once. The pids of a sharded index are
+    global: each is scored in its shard.
 
     Example:
         >>> scores = score_documents(index, nonzero_rows(query), torch.tensor([3, 8]))  # doctest: +SKIP
     """
     pids = pids.long().cpu()
+    if isinstance(index, ShardedIndex):
+        scores = torch.empty(pids.shape[0], device=query_rows.device)
+        shard_of = torch.from_numpy(np.searchsorted(index.offsets, pids.numpy(), side="right") - 1)
+        for number, shard in enumerate(index.shards):
+            mine = (shard_of == number).nonzero().flatten()
+            if mine.numel():
+                local = pids[mine] - index.offsets[number]
+                scores[mine.to(scores.device)] = score_documents(shard, query_rows, local, normalize)
+        return scores
     return score_pairs(index, query_rows[None], torch.zeros_like(pids), pids, normalize, codec)
 
 

@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # torch and the index load on use, so that the command line c
     import torch
 
     from flmr.index.index import Index
+    from flmr.index.sharded import ShardedIndex
 
 ID_FIELD = "$id"
 RANGE_OPERATORS = ("$gt", "$gte", "$lt", "$lte")
@@ -81,10 +82,15 @@ class MetadataFilter:
     def fields(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(c.field for c in self.conditions))
 
-    def mask(self, index: Index) -> torch.Tensor:
-        """(num_documents,) bool tensor: True for the documents that match and are not deleted."""
+    def mask(self, index: Index | ShardedIndex) -> torch.Tensor:
+        """(num_documents,) bool tensor: True for the documents that match and are not deleted (global
+        pids of a sharded index: its shards' masks end to end)."""
         import torch
 
+        from flmr.index.sharded import ShardedIndex
+
+        if isinstance(index, ShardedIndex):
+            return torch.cat([self.mask(shard) for shard in index.shards])
         columns = _columns_for(index, self.fields)
         matched = ~index.deleted.numpy()
         for condition in self.conditions:
@@ -237,11 +243,17 @@ _RANGE_TESTS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def stored_records(index: Index) -> Iterator[dict[str, Any]]:
-    """The stored fields of every document as raw dicts, in pid order, read sequentially from disk.
+def stored_records(index: Index | ShardedIndex) -> Iterator[dict[str, Any]]:
+    """The stored fields of every document as raw dicts, in (global) pid order, read sequentially.
 
     Much faster than ``index.document(pid)`` per pid for whole-store scans (one open per segment).
     """
+    from flmr.index.sharded import ShardedIndex
+
+    if isinstance(index, ShardedIndex):
+        for shard in index.shards:
+            yield from stored_records(shard)
+        return
     for segment in index.manifest["segments"]:
         with open(index.path / segment["folder"] / "documents.jsonl", "rb") as lines:
             for line in lines:
@@ -296,8 +308,12 @@ _CACHE: weakref.WeakKeyDictionary[Index, _ColumnCache] = weakref.WeakKeyDictiona
 _CACHE_LOCK = threading.Lock()
 
 
-def store_key(index: Index) -> tuple[str | None, ...]:
+def store_key(index: Index | ShardedIndex) -> tuple[Any, ...]:
     """Identifies the document store's contents: it changes on ``add`` and rebuilds, not on ``delete``."""
+    from flmr.index.sharded import ShardedIndex
+
+    if isinstance(index, ShardedIndex):
+        return tuple(store_key(shard) for shard in index.shards)
     return (index.manifest.get("index_id"), *(segment["folder"] for segment in index.manifest["segments"]))
 
 

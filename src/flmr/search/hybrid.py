@@ -48,6 +48,7 @@ import torch
 
 from flmr.extras import require_extra
 from flmr.index.index import Index
+from flmr.index.sharded import ShardedIndex
 from flmr.search.base import Searcher, check_k
 from flmr.search.errors import SearchError, SearchSettingsError
 from flmr.search.exact import score_documents
@@ -190,21 +191,17 @@ class HybridSearcher(Searcher):
             )
         elif weight is not None or fusion is not None or depth is not None:
             raise SearchSettingsError("pass either settings= or weight/fusion/depth, not both")
-        if not isinstance(searcher.index, Index):
+        if not isinstance(searcher.index, (Index, ShardedIndex)):
             raise SearchError(
-                "hybrid search needs the late-interaction searcher of one index with stored texts "
+                "hybrid search needs a searcher over an index with stored texts "
                 f"(a {type(searcher).__name__} over {type(searcher.index).__name__} has none)"
             )
         self.searcher = searcher
-        self.index: Index = searcher.index
+        self.index: Index | ShardedIndex = searcher.index
         self.settings = replace(searcher.settings, hybrid=settings)
         self.weight = settings.weight
         self.fusion = settings.fusion
         self.depth = settings.depth
-
-    @property
-    def device(self) -> torch.device:
-        return self.searcher.device
 
     def search(
         self,
@@ -261,9 +258,9 @@ class HybridSearcher(Searcher):
         extra = lexical_pids[~torch.isin(lexical_pids, late_pids)]
         extra_scores = score_documents(
             self.index,
-            nonzero_rows(query.to(self.searcher.device)),
+            nonzero_rows(query.to(getattr(self.searcher, "device", query.device))),
             extra,
-            self.searcher.normalize_decompressed,
+            self.settings.normalize_decompressed,
         ).cpu()
         keep = torch.isfinite(extra_scores)  # documents without vectors cannot be scored
         pids = torch.cat([late_pids, extra[keep]])

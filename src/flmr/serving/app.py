@@ -458,7 +458,7 @@ def _add_status_routes(app: FastAPI, service: _Service) -> None:
         checkpoint = index.encoder.checkpoint
         token = service.engine.retriever.model.config.mask_instruction_token
         return schemas.ServiceInfo(
-            index=index.path.name,
+            index=index.path.name if index.path is not None else "(shards)",
             checkpoint=checkpoint,
             checkpoint_name=Path(checkpoint).name if checkpoint else None,
             default_instructions=dict(DEFAULT_INSTRUCTIONS) if token else {},
