@@ -46,7 +46,6 @@ collect_ignore = [
     for name in (
         "search/plaid.py",
         "search/exact.py",
-        "distributed/serve.py",
         "index/kmeans.py",
         "index/codec.py",
         "index/builder.py",

@@ -8,7 +8,8 @@ query vectors to every shard deployment (a Serve handle picks one replica of eac
 top-k exactly as ``flmr.search.ShardedSearcher`` does. Documents, images and explanations are read
 from the sharded index (``flmr.index.ShardedIndex``), which every node reads from shared storage.
 
-Example:
+Example (starts a Ray cluster and an HTTP server, so the tests do not run it; ``ServeShardedSearcher``
+shows the merge in this process):
     >>> from flmr.distributed import connect, serve_sharded_index
     >>> connect("local", num_cpus=2)  # doctest: +SKIP
     >>> serve_sharded_index("my_sharded_index", replicas=2, port=8000)  # doctest: +SKIP
@@ -50,6 +51,21 @@ class ServeShardedSearcher(Searcher):
 
     ``search`` blocks on the shards' answers: call it from a worker thread (the service's batcher
     does), not from the event loop.
+
+    Example (Serve handles need a Ray cluster; in-process stand-ins that answer the same
+    ``handle.search.remote(...).result()`` calls show that the merge is ``ShardedSearcher``'s):
+        >>> from types import SimpleNamespace
+        >>> from flmr.search import ShardedSearcher
+        >>> sharded, settings = ShardedIndex.load("my_sharded_index"), SearchSettings(exact=True)
+        >>> def local_handle(shard):  # a ShardSearchActor answering as a Serve deployment would
+        ...     actor = ShardSearchActor(str(shard.path), settings)
+        ...     call = lambda *args: SimpleNamespace(result=lambda: actor.search(*args))
+        ...     return SimpleNamespace(search=SimpleNamespace(remote=call))
+        >>> searcher = ServeShardedSearcher(sharded, [local_handle(s) for s in sharded.shards], settings)
+        >>> hits = searcher.search(query_embeddings, k=5)
+        >>> [[hit.pid for hit in q] for q in hits] == [
+        ...     [hit.pid for hit in q] for q in ShardedSearcher(sharded, settings).search(query_embeddings, k=5)]
+        True
     """
 
     def __init__(self, index: ShardedIndex, handles: Sequence[Any], settings: SearchSettings) -> None:
@@ -109,7 +125,7 @@ def build_application(
     Raises:
         ValueError: the index records no checkpoint and none was given.
 
-    Example:
+    Example (needs a Ray cluster, so the tests do not run it):
         >>> from ray import serve  # doctest: +SKIP
         >>> serve.run(build_application("my_sharded_index", replicas=2), route_prefix="/")  # doctest: +SKIP
     """
@@ -172,7 +188,7 @@ def serve_sharded_index(
     Connects to ``ray_address`` first when this process is not connected. The deployment keeps running
     until ``ray.serve.shutdown()`` (or the cluster stops).
 
-    Example:
+    Example (starts a Ray cluster and an HTTP server, so the tests do not run it):
         >>> serve_sharded_index("my_sharded_index", replicas=2, port=8000)  # doctest: +SKIP
     """
     connect(ray_address)
