@@ -45,7 +45,6 @@ collect_ignore = [
     f"src/flmr/{name}"
     for name in (
         "search/plaid.py",
-        "search/exact.py",
         "index/kmeans.py",
         "index/codec.py",
         "index/builder.py",

@@ -37,7 +37,14 @@ def score_documents(
     global: each is scored in its shard.
 
     Example:
-        >>> scores = score_documents(index, nonzero_rows(query), torch.tensor([3, 8]))  # doctest: +SKIP
+        >>> pids = torch.tensor([3, 150])
+        >>> scores = score_documents(index, nonzero_rows(Q[0]), pids)  # one score per pid
+        >>> by_pid = {hit.pid: hit.score for hit in ExactSearcher(index).search(Q[:1], k=200)[0]}
+        >>> torch.allclose(scores, torch.tensor([by_pid[3], by_pid[150]]))  # the scores search ranks by
+        True
+        >>> sharded = ShardedIndex.load("my_sharded_index")  # the same vectors in 2 shards of 100
+        >>> torch.allclose(score_documents(sharded, nonzero_rows(Q[0]), pids), scores)
+        True
     """
     pids = pids.long().cpu()
     if isinstance(index, ShardedIndex):
