@@ -19,11 +19,11 @@ move the pids of every later shard. ``shards.json`` records each shard's size an
 at the end. The last shard may hold more documents than recorded (an add committed to the shard whose
 ``shards.json`` update did not happen yet); the next ``ShardedIndex.add`` records them.
 
-Example:
-    >>> sharded = ShardedIndex.load("my_sharded_index")  # doctest: +SKIP
-    >>> shard, local = sharded.locate(1234)  # doctest: +SKIP
-    >>> sharded.document(1234).id == sharded.shards[shard].document(local).id  # doctest: +SKIP
-    True
+Example (``my_sharded_index``: 200 documents in 2 shards of 100):
+    >>> sharded = ShardedIndex.load("my_sharded_index")
+    >>> shard, local = sharded.locate(123)
+    >>> (shard, local), sharded.document(123).id == sharded.shards[shard].document(local).id
+    ((1, 23), True)
 """
 
 from __future__ import annotations
@@ -97,7 +97,13 @@ def write_shards_manifest(folder: str | os.PathLike, shard_folders: Sequence[str
     not an index or the codecs differ.
 
     Example:
-        >>> write_shards_manifest("my_sharded_index", ["shard-00000", "shard-00001"])  # doctest: +SKIP
+        >>> import shutil
+        >>> for name in ["shard-00000", "shard-00001"]:  # two complete indexes with one codec
+        ...     _ = shutil.copytree(Path("my_sharded_index") / name, Path("regrouped") / name)
+        >>> write_shards_manifest("regrouped", ["shard-00000", "shard-00001"])
+        PosixPath('regrouped/shards.json')
+        >>> ShardedIndex.load("regrouped").num_documents
+        200
     """
     folder = Path(folder)
     shards = [Index.load(folder / name, auto_refresh=None) for name in shard_folders]
@@ -239,7 +245,14 @@ def write_sharded_index(
     differ. Returns ``destination``.
 
     Example:
-        >>> write_sharded_index("out", 2, lambda paths: [write(p) for p in paths])  # doctest: +SKIP
+        >>> from flmr.index import IndexWriter
+        >>> codec = Index.load("my_index").codec  # one codec for every shard
+        >>> writer = IndexWriter(nbits=codec.nbits, codec=codec, show_progress=False)
+        >>> halves = [doc_embeddings[:4], doc_embeddings[4:]]  # 8 documents' vectors
+        >>> write_sharded_index("out", 2, lambda paths: [writer.write(p, h) for p, h in zip(paths, halves)])
+        PosixPath('out')
+        >>> ShardedIndex.load("out").offsets
+        [0, 4]
     """
     destination = Path(destination)
     names = shard_folder_names(num_shards)
@@ -269,10 +282,14 @@ class ShardedIndex:
     appends to the last shard (the only one that may grow without moving other pids).
 
     Example:
-        >>> sharded = ShardedIndex.load(["shard-a", "shard-b"])  # doctest: +SKIP
-        >>> sharded.offsets, sharded.locate(sharded.offsets[1])  # doctest: +SKIP
-        ([0, 110], (1, 0))
-        >>> new_pids = sharded.add([torch.randn(30, sharded.dim)], documents=[{"id": "new"}])  # doctest: +SKIP
+        >>> sharded = ShardedIndex.load(["my_sharded_index/shard-00000", "my_sharded_index/shard-00001"])
+        >>> sharded.offsets, sharded.locate(sharded.offsets[1])
+        ([0, 100], (1, 0))
+        >>> sharded = ShardedIndex.load("my_sharded_index")  # the folder: adds also update shards.json
+        >>> sharded.add([torch.nn.functional.normalize(torch.randn(30, sharded.dim), dim=-1)], documents=[{"id": "new"}])
+        range(200, 201)
+        >>> ShardedIndex.load("my_sharded_index").document(200).id
+        'new'
     """
 
     def __init__(self, shards: Sequence[Index], path: Path | None = None) -> None:
@@ -356,7 +373,7 @@ class ShardedIndex:
         """(shard number, local pid) of global ``pid``; ``IndexError`` when it is out of range.
 
         Example:
-            >>> sharded.locate(110)  # with shards of 110 and 90 documents  # doctest: +SKIP
+            >>> ShardedIndex.load("my_sharded_index").locate(100)  # shards of 100 and 100 documents
             (1, 0)
         """
         if not 0 <= pid < self.num_documents:
