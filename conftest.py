@@ -103,7 +103,7 @@ def _doctest_world(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def _doctest_sharded(_doctest_world) -> Path:
+def _doctest_sharded(_doctest_world, tmp_path_factory) -> Path:
     """``my_embeddings``: the sample collection encoded by ``model`` as the parts distributed encoding
     writes (built here in-process, without Ray), and ``my_sharded_index``: 2 shards built from them."""
     from flmr.data import SAMPLE_COLLECTION
@@ -111,16 +111,18 @@ def _doctest_sharded(_doctest_world) -> Path:
     from flmr.distributed.shard_index import build_sharded_index
     from flmr.encoding import DocumentEncoder, encoder_identity, read_collection
     from flmr.index import stored_fields
+    from flmr.model.tokenization_flmr import DEFAULT_DOC_MAXLEN
 
     world = _doctest_world["root"]
-    root = world.parent / "doctest-sharded"
+    root = tmp_path_factory.mktemp("doctest-sharded")
     model = _doctest_world["names"]["model"]
     documents = read_collection(SAMPLE_COLLECTION)
     vectors = DocumentEncoder(model, show_progress=False).encode(documents)
     checkpoint = str(world / "my_checkpoint")
     embeddings = root / "my_embeddings"
-    settings = {"checkpoint": checkpoint, "num_documents": len(documents), "max_length": 512, "storage_dtype": "float16"}
-    prepare_folder(embeddings, settings)
+    # the run's settings as encode_collection records them (DocumentEncoder's default token limit)
+    settings = {"num_documents": len(documents), "max_length": DEFAULT_DOC_MAXLEN, "storage_dtype": "float16"}
+    prepare_folder(embeddings, {"checkpoint": checkpoint, **settings})
     identity = encoder_identity(model).with_checkpoint(checkpoint)
     worker = f"127.0.0.1:{os.getpid()}"  # what a Ray worker records: its node's address and process id
     for first in range(0, len(documents), PART_DOCS):
@@ -139,7 +141,7 @@ def _doctest_sharded(_doctest_world) -> Path:
 
 @pytest.fixture(scope="session")
 def _doctest_m2kr(tmp_path_factory) -> Path:
-    """``m2kr_local``: the M2KR parquet layout (see flmr.evaluation.m2kr_data) of a toy EVQA task."""
+    """``m2kr_local``: the M2KR parquet layout (see flmr.data.m2kr) of a toy EVQA task."""
     import pyarrow
     import pyarrow.parquet
 
