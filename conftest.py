@@ -39,18 +39,6 @@ SOURCE = Path(__file__).resolve().parent / "src" / "flmr"
 # Examples never reach the model hub: everything they load is local.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# Modules whose docstrings are being rewritten with issue 14's code moves; their examples join the run
-# once they are (remove a file from this list when its examples run).
-collect_ignore = [
-    f"src/flmr/{name}"
-    for name in (
-        "search/plaid.py",
-        "index/kmeans.py",
-        "index/codec.py",
-        "index/builder.py",
-    )
-]
-
 SAMPLE_DOCS = 8  # documents in ``docs`` / ``doc_embeddings``, queries of ``m2kr_local``
 M2KR_PASSAGES = 20  # the corpus of ``m2kr_local``
 PART_DOCS = 100  # documents per part of ``my_embeddings``

@@ -127,7 +127,7 @@ class IndexWriter:
 
     Example:
         >>> docs = [torch.nn.functional.normalize(torch.randn(30, 16), dim=-1) for _ in range(100)]
-        >>> index = IndexWriter(nbits=2).write("/tmp/doctest_index", docs, overwrite=True)
+        >>> index = IndexWriter(nbits=2, show_progress=False).write("random_index", docs)
         >>> index.num_documents, index.dim
         (100, 16)
     """

@@ -71,9 +71,13 @@ class PlaidSearcher(Searcher):
     probes more cells until it has ``max(ndocs // 2, k)`` matching candidates.
 
     Example:
-        >>> searcher = PlaidSearcher("my_index")  # doctest: +SKIP
-        >>> hits = searcher.search(query_embeddings, k=10)  # doctest: +SKIP
-        >>> hits[0][0].pid, hits[0][0].score  # doctest: +SKIP
+        >>> searcher = PlaidSearcher("my_index")
+        >>> hits = searcher.search(query_embeddings, k=10)  # (2, 32, 16) query vectors
+        >>> [len(query_hits) for query_hits in hits], [hit.rank for hit in hits[0][:3]]
+        ([10, 10], [1, 2, 3])
+        >>> only = {"$id": {"$in": ["vim", "xterm"]}}  # 2 documents match: both are re-ranked
+        >>> sorted(searcher.document(hit.pid).id for hit in searcher.search(query_embeddings, k=10, filter=only)[0])
+        ['vim', 'xterm']
     """
 
     def __init__(
