@@ -34,6 +34,7 @@ EXPECTED = {
     "flmr.retrieval.EncoderMismatchError": ("flmr.errors.FLMRError", ValueError),
     "flmr.serving.engine.DocumentNotFound": ("flmr.serving.ServingError", LookupError),
     "flmr.serving.engine.ImageOutsideRoot": ("flmr.serving.ServingError", PermissionError),
+    "flmr.distributed.errors.DistributedError": ("flmr.errors.FLMRError", ValueError),
     "flmr.runtime.ThreadSettingsError": ("flmr.errors.FLMRError", ValueError),
     "flmr.extras.MissingExtraError": ("flmr.errors.FLMRError", ImportError),
 }

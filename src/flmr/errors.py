@@ -31,6 +31,7 @@ base to handle that stage's. Every concrete error also subclasses the builtin ex
     ├── TrainingError (ValueError)    flmr.training.errors
     │   ├── TrainingDataError         training rows that cannot be used
     │   └── TrainingConfigError       a finetuning configuration that cannot be used
+    ├── DistributedError (ValueError) flmr.distributed.errors: a scale-out setting or input that cannot be used
     ├── ThreadSettingsError           (ValueError) flmr.runtime: a thread or core setting that cannot be used
     ├── M2KRDataError                 (ValueError) flmr.data.m2kr: missing M2KR data or columns
     └── MissingExtraError             (ImportError) flmr.extras: a feature used without its extra

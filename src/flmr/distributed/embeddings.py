@@ -42,6 +42,8 @@ from flmr.encoding import CollectionError
 from flmr.encoding.identity import EncoderIdentity
 from flmr.index import DocumentChunk
 
+from .errors import DistributedError
+
 MANIFEST = "embeddings.json"
 PARTS = "parts"
 FORMAT = "flmr-embeddings"
@@ -64,7 +66,7 @@ def write_part(
     keeps the first copy.
     """
     if not (len(positions) == len(vectors) == len(documents)) or not positions:
-        raise ValueError(
+        raise DistributedError(
             f"a part needs as many positions, vectors and documents, got {len(positions)}, {len(vectors)}, "
             f"{len(documents)}"
         )

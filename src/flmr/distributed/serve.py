@@ -33,6 +33,7 @@ from flmr.search.settings import SearchSettings, search_settings
 from flmr.search.sharded import merge_batches
 
 from .cluster import connect
+from .errors import DistributedError
 from .sharded_search import ShardSearchActor
 
 if TYPE_CHECKING:  # the serving extras come with ray[serve], and are imported only when serving
@@ -70,7 +71,9 @@ class ServeShardedSearcher(Searcher):
 
     def __init__(self, index: ShardedIndex, handles: Sequence[Any], settings: SearchSettings) -> None:
         if len(handles) != index.num_shards:
-            raise ValueError(f"{len(handles)} shard handles for a sharded index of {index.num_shards} shards")
+            raise DistributedError(
+                f"{len(handles)} shard handles for a sharded index of {index.num_shards} shards"
+            )
         self.index = index
         self.handles = list(handles)
         self.settings = settings
@@ -123,7 +126,7 @@ def build_application(
         exact, plaid_options: the earlier keyword form of ``settings.search``.
 
     Raises:
-        ValueError: the index records no checkpoint and none was given.
+        DistributedError: the index records no checkpoint and none was given.
 
     Example (needs a Ray cluster, so the tests do not run it):
         >>> from ray import serve  # doctest: +SKIP
@@ -136,7 +139,7 @@ def build_application(
     index = ShardedIndex.load(shards)
     checkpoint = checkpoint or index.encoder.get("checkpoint")
     if not checkpoint:
-        raise ValueError(f"the index at {shards} does not record its checkpoint: pass one")
+        raise DistributedError(f"the index at {shards} does not record its checkpoint: pass one")
     settings = settings or ServiceSettings()
     if exact is not None or plaid_options:
         settings = replace(settings, search=search_settings(exact=exact, **plaid_options))

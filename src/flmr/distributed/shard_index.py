@@ -41,6 +41,7 @@ from flmr.index import (
 
 from .cluster import connect
 from .embeddings import EmbeddingParts
+from .errors import DistributedError
 
 
 def shard_bounds(num_documents: int, num_shards: int) -> list[int]:
@@ -51,7 +52,9 @@ def shard_bounds(num_documents: int, num_shards: int) -> list[int]:
         [0, 4, 7, 10]
     """
     if not 1 <= num_shards <= num_documents:
-        raise ValueError(f"num_shards must be between 1 and the {num_documents} documents, got {num_shards}")
+        raise DistributedError(
+            f"num_shards must be between 1 and the {num_documents} documents, got {num_shards}"
+        )
     sizes = [num_documents // num_shards + (i < num_documents % num_shards) for i in range(num_shards)]
     return [0, *np.cumsum(sizes).tolist()]
 

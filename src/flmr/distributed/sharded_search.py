@@ -27,6 +27,7 @@ from flmr.search.settings import SearchSettings, search_settings
 from flmr.search.sharded import merge_batches, shard_searcher
 
 from .cluster import connect
+from .errors import DistributedError
 
 
 class ShardSearchActor:
@@ -96,7 +97,7 @@ class RayShardedSearcher(Searcher):
     ) -> None:
         self.settings = replace(search_settings(settings, exact=exact, **options), hybrid=None)
         if replicas < 1:
-            raise ValueError(f"replicas must be at least 1, got {replicas}")
+            raise DistributedError(f"replicas must be at least 1, got {replicas}")
         self._ray = connect(ray_address)
         # loaded here too (memory-mapped, cheap) for the pid offsets, the codec check and document lookups
         self.index = ShardedIndex.load(shards)

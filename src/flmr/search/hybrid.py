@@ -152,7 +152,7 @@ def fuse(
         return (1 - weight) / (RRF_CONSTANT + competition_ranks(late_interaction)) + weight / (
             RRF_CONSTANT + competition_ranks(bm25)
         )
-    raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    raise SearchSettingsError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
 
 
 class HybridSearcher(Searcher):
