@@ -26,6 +26,7 @@ print(json.dumps({"code": code, "torch": "torch" in sys.modules, "transformers":
         (["index", "--checkpoint", "c", "--collection", "sample", "--output", "o", "--nbits", "3"], 2),
         (["search", "idx", "q", "--device", "gpu"], 2),
         (["search", "idx", "q", "--filter", '{"year": {"$after": 1}}'], 2),
+        (["serve", "idx", "--ndocs", "0"], 2),
         (["evaluate", "--output-dir", "o", "--ks", "x"], 2),
         (["frobnicate"], 2),
     ],

@@ -300,9 +300,7 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)"
     )
     _add_precision(search)
-    add_search_options(
-        search, "score every document by full MaxSim (exact; slow on large indexes)", "flmr's PlaidSettings"
-    )
+    add_search_options(search, "score every document by full MaxSim (exact; slow on large indexes)")
     search.add_argument(
         "--filter",
         type=filter_json,
@@ -370,7 +368,6 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     add_search_options(
         serve,
         "score every document by full MaxSim: exact, batched, fast on small indexes, slow on large ones",
-        "flmr's PlaidSettings",
     )
     serve.add_argument(
         "--log-level",
@@ -419,8 +416,8 @@ def main(argv: list[str] | None = None) -> int:
            1 ...
            2 ...
         0
-        >>> main(["search", "my_index", "vim", "--ndocs", "0"])  # the error goes to stderr
-        1
+        >>> main(["search", "my_index", "vim", "--ndocs", "0"])  # a usage error: its message goes to stderr
+        2
     """
     parser = build_parser()
     try:
