@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flmr.index import IndexWriter
+from flmr.index import IndexWriter, train_codec
 
 DIM = 16
 
@@ -51,3 +51,18 @@ def stored_fields() -> list[dict]:
         }
         for pid in range(300)
     ]
+
+
+@pytest.fixture(scope="module")
+def codec(documents):
+    """One codec trained on a sample of ``documents``, shared by the shards of the sharded-index tests."""
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.cat(documents)
+    sample = vectors[torch.randperm(vectors.shape[0], generator=generator)[:2000]]
+    return train_codec(sample, nbits=2, num_partitions=32, kmeans_iterations=8)
+
+
+@pytest.fixture(scope="module")
+def fields(documents):
+    """Stored fields (id and text) of every document of ``documents``."""
+    return [{"id": f"doc-{pid}", "text": f"text of {pid}"} for pid in range(len(documents))]

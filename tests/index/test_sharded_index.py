@@ -5,7 +5,6 @@ import shutil
 import threading
 
 import pytest
-import torch
 
 from flmr.index import (
     DuplicateIdError,
@@ -18,7 +17,6 @@ from flmr.index import (
     ShardedIndex,
     is_sharded_index,
     read_shards_manifest,
-    train_codec,
     write_sharded_index,
     write_shards_manifest,
 )
@@ -26,19 +24,6 @@ from flmr.index.locking import write_lock
 from flmr.search import ShardedSearcher
 
 BOUNDS = [0, 110, 200, 300]  # three shards of 110, 90 and 100 documents
-
-
-@pytest.fixture(scope="module")
-def codec(documents):
-    generator = torch.Generator().manual_seed(0)
-    vectors = torch.cat(documents)
-    sample = vectors[torch.randperm(vectors.shape[0], generator=generator)[:2000]]
-    return train_codec(sample, nbits=2, num_partitions=32, kmeans_iterations=8)
-
-
-@pytest.fixture(scope="module")
-def fields():
-    return [{"id": f"doc-{pid}", "text": f"text of {pid}"} for pid in range(BOUNDS[-1])]
 
 
 def write_shards(root, documents, fields, codec, bounds=BOUNDS):

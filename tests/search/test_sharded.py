@@ -5,25 +5,12 @@ import json
 import pytest
 import torch
 
-from flmr.index import IndexFormatError, IndexWriter, train_codec
+from flmr.index import IndexFormatError, IndexWriter
 from flmr.search import ExactSearcher, PlaidSearcher, SearchHit, ShardedSearcher
 from flmr.search.sharded import merge_hits, read_shards_manifest, shard_offsets, write_shards_manifest
 
 NUM_DOCUMENTS = 300
 BOUNDS = [0, 110, 200, 300]
-
-
-@pytest.fixture(scope="module")
-def codec(documents):
-    generator = torch.Generator().manual_seed(0)
-    vectors = torch.cat(documents)
-    sample = vectors[torch.randperm(vectors.shape[0], generator=generator)[:2000]]
-    return train_codec(sample, nbits=2, num_partitions=32, kmeans_iterations=8)
-
-
-@pytest.fixture(scope="module")
-def fields():
-    return [{"id": f"doc-{pid}", "text": f"text of {pid}"} for pid in range(NUM_DOCUMENTS)]
 
 
 @pytest.fixture(scope="module")

@@ -369,6 +369,10 @@ class ShardedIndex:
         return torch.cat([shard.deleted for shard in self.shards])
 
     # -- reading ---------------------------------------------------------------------------------------
+    def shard_numbers(self, pids: torch.Tensor) -> torch.Tensor:
+        """(n,) long: the shard holding each global pid of the (n,) CPU tensor ``pids`` (in range)."""
+        return torch.from_numpy(np.searchsorted(self.offsets, pids.numpy(), side="right") - 1)
+
     def locate(self, pid: int) -> tuple[int, int]:
         """(shard number, local pid) of global ``pid``; ``IndexError`` when it is out of range.
 
@@ -378,7 +382,7 @@ class ShardedIndex:
         """
         if not 0 <= pid < self.num_documents:
             raise IndexError(f"pid {pid} out of range: the sharded index has {self.num_documents} documents")
-        shard = int(np.searchsorted(self.offsets, pid, side="right")) - 1
+        shard = int(self.shard_numbers(torch.tensor([pid]))[0])
         return shard, pid - self.offsets[shard]
 
     def document(self, pid: int) -> StoredDocument:
@@ -415,6 +419,11 @@ class ShardedIndex:
         if self.path is not None:
             self._check_manifest(read_shards_manifest(self.path))
         return changed
+
+    def refresh_if_due(self) -> bool:
+        """``refresh`` with the shards' ``auto_refresh`` (never when it is ``None``), as ``Index.refresh_if_due``."""
+        auto_refresh = self.shards[0].auto_refresh
+        return auto_refresh is not None and self.refresh(auto_refresh)
 
     def _check_sizes(self) -> None:
         sizes = [shard.num_documents for shard in self.shards[:-1]]

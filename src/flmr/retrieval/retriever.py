@@ -415,8 +415,7 @@ class Retriever:
         """Load ``index`` (an index or sharded index folder), or move an open one to the newest
         generation (at most every ``auto_refresh`` s); then check it was built with this checkpoint."""
         if isinstance(index, (Index, ShardedIndex)):
-            for part in index.shards if isinstance(index, ShardedIndex) else [index]:
-                part.refresh_if_due()
+            index.refresh_if_due()
         elif is_sharded_index(index):
             index = ShardedIndex.load(index)
         else:
@@ -430,7 +429,7 @@ class Retriever:
         Raises:
             EncoderMismatchError: it records another checkpoint (digest or weights).
         """
-        for part in getattr(index, "shards", None) or [index]:
+        for part in index.shards if isinstance(index, ShardedIndex) else [index]:
             if not part.encoder.compatible_with(self.encoder_identity):
                 raise EncoderMismatchError(
                     f"the index at {part.path} was built with another checkpoint ({part.encoder.describe()}) "

@@ -49,7 +49,7 @@ def score_documents(
     pids = pids.long().cpu()
     if isinstance(index, ShardedIndex):
         scores = torch.empty(pids.shape[0], device=query_rows.device)
-        shard_of = torch.from_numpy(np.searchsorted(index.offsets, pids.numpy(), side="right") - 1)
+        shard_of = index.shard_numbers(pids)
         for number, shard in enumerate(index.shards):
             mine = (shard_of == number).nonzero().flatten()
             if mine.numel():

@@ -54,7 +54,6 @@ from flmr.index.sharded import (  # noqa: F401 - the on-disk format lives in flm
     shard_paths,
     write_shards_manifest,
 )
-from flmr.index.storage import StoredDocument
 from flmr.search.base import Searcher, check_k
 from flmr.search.exact import ExactSearcher
 from flmr.search.filters import MetadataFilter, compile_filter
@@ -147,10 +146,6 @@ class ShardedSearcher(Searcher):
         self.offsets = self.index.offsets
 
     @property
-    def num_documents(self) -> int:
-        return self.index.num_documents
-
-    @property
     def dim(self) -> int:
         return self.index.dim
 
@@ -178,7 +173,3 @@ class ShardedSearcher(Searcher):
     def locate(self, pid: int) -> tuple[int, int]:
         """(shard number, local pid) of global ``pid`` (``ShardedIndex.locate``)."""
         return self.index.locate(pid)
-
-    def document(self, pid: int) -> StoredDocument:
-        """Stored fields of global ``pid``."""
-        return self.index.document(pid)
