@@ -47,11 +47,26 @@ class Collection:
     query_pids: torch.Tensor
 
 
-def read_debian_descriptions() -> tuple[list[str], list[str], list[str]]:
-    """Return (packages, summaries, long descriptions) from the apt lists, one entry per distinct text."""
-    paths = sorted(glob.glob("/var/lib/apt/lists/*Translation-en*"))
+BOOKWORM = ("bookworm", "bookworm-security", "bookworm-updates")  # main: about 60,500 distinct texts
+# more distinct texts (main, contrib, non-free; about 25,000 more): apt sources for these suites needed
+MORE_RELEASES = ("trixie", "bullseye", "sid", "experimental", "bookworm-backports", "trixie-backports")
+
+
+def read_debian_descriptions(
+    releases: tuple[str, ...] = BOOKWORM, paragraphs: bool = False
+) -> tuple[list[str], list[str], list[str]]:
+    """Return (packages, summaries, long descriptions) from the apt lists, one entry per distinct text.
+
+    Reads the lists of the suites ``releases`` in the order of their file names. With ``paragraphs``
+    the texts are the paragraphs of the descriptions that have several (each of at least 8 words).
+    """
+    every = sorted(glob.glob("/var/lib/apt/lists/*Translation-en*"))
+    paths = [path for path in every if any(f"_dists_{release}_" in path for release in releases)]
     if not paths:
-        raise FileNotFoundError("no apt Translation-en lists: run `apt-get update -o Acquire::Languages=en`")
+        raise FileNotFoundError(
+            f"no apt Translation-en lists of {', '.join(releases)}: add the suites to the apt sources "
+            "and run `apt-get update -o Acquire::Languages=en`"
+        )
     packages, summaries, bodies, seen = [], [], [], set()
     for path in paths:
         # apt-helper decompresses whatever compression apt chose (lz4, xz, gz)
@@ -59,15 +74,18 @@ def read_debian_descriptions() -> tuple[list[str], list[str], list[str]]:
             ["/usr/lib/apt/apt-helper", "cat-file", path], check=True, capture_output=True, text=True
         ).stdout
         for match in _ENTRY.finditer(text):
-            lines = [line[1:] for line in match["body"].splitlines()]
-            body = " ".join("" if line.strip() == "." else line.strip() for line in lines).strip()
-            body = re.sub(r"\s+", " ", body)
-            if len(body.split()) < 8 or body in seen:
-                continue
-            seen.add(body)
-            packages.append(match["package"].strip())
-            summaries.append(match["summary"].strip())
-            bodies.append(body)
+            lines = [line[1:].strip() for line in match["body"].splitlines()]
+            parts = " ".join("\n" if line == "." else line for line in lines).split("\n")
+            texts = [" ".join(" ".join(parts).split())]
+            if paragraphs:
+                texts = [" ".join(part.split()) for part in parts] if len(parts) > 1 else []
+            for body in texts:
+                if len(body.split()) < 8 or body in seen:
+                    continue
+                seen.add(body)
+                packages.append(match["package"].strip())
+                summaries.append(match["summary"].strip())
+                bodies.append(body)
     return packages, summaries, bodies
 
 

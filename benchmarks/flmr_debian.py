@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from debian_collection import DATA_DIR, read_debian_descriptions
+from debian_collection import BOOKWORM, DATA_DIR, MORE_RELEASES, read_debian_descriptions
 
 __all__ = ["DATA_DIR", "EncodedCollection", "load_encoded"]
 
@@ -59,6 +59,24 @@ def _order(num_texts: int, seed: int = 0) -> list[int]:
     return order
 
 
+def _texts(num_documents: int) -> tuple[list[str], list[str]]:
+    """(summaries, documents) in the fixed order; past bookworm's ~60,500 descriptions, those of more
+    suites, then paragraphs of multi-paragraph descriptions (each shuffled), appended after them, so
+    the bookworm order (and every part cached from it) stays as it was."""
+    _, summaries, bodies = read_debian_descriptions()
+    order = _order(len(bodies))
+    documents = [bodies[i] for i in order]
+    if num_documents > len(documents):
+        seen = set(documents)
+        for releases, paragraphs in ((MORE_RELEASES, False), (BOOKWORM + MORE_RELEASES, True)):
+            more = [text for text in read_debian_descriptions(releases, paragraphs)[2] if text not in seen]
+            seen.update(more)
+            documents += [more[i] for i in _order(len(more))]
+    if num_documents > len(documents):
+        raise ValueError(f"only {len(documents)} distinct texts in the apt lists, asked {num_documents}")
+    return [summaries[i] for i in order], documents
+
+
 def _save(tensor_dict: dict, path: Path) -> None:
     temporary = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(tensor_dict, temporary)
@@ -73,16 +91,13 @@ def load_encoded(
     from flmr.encoding import DocumentEncoder, read_collection
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    _, summaries, bodies = read_debian_descriptions()
-    order = _order(len(bodies))
-    if num_documents > len(order):
-        raise ValueError(f"only {len(order)} distinct descriptions in the apt lists, asked {num_documents}")
+    summaries, documents = _texts(num_documents)
     model = None
     query_path = CACHE / f"queries_{num_queries}.pt"
     if not query_path.exists():
         model = model or _model()
         pids = torch.tensor(sorted(random.Random(1).sample(range(QUERY_POOL), num_queries)))
-        texts = [summaries[order[pid]] for pid in pids.tolist()]
+        texts = [summaries[pid] for pid in pids.tolist()]
         vectors = torch.cat(
             [
                 model.query(**model.query_tokenizer(texts[start : start + 32])).late_interaction_output
@@ -97,7 +112,7 @@ def load_encoded(
             if not encode_missing:
                 raise FileNotFoundError(f"{path}: run benchmarks/flmr_debian.py --documents {num_documents}")
             model = model or _model()
-            texts = [bodies[i] for i in order[part * PART_SIZE : (part + 1) * PART_SIZE]]
+            texts = documents[part * PART_SIZE : (part + 1) * PART_SIZE]
             encoder = DocumentEncoder(model, doc_maxlen=DOC_MAXLEN, show_progress=True)
             _save({"vectors": encoder.encode(read_collection(texts))}, path)
         parts.extend(torch.load(path)["vectors"])

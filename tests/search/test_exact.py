@@ -1,7 +1,12 @@
+import threading
+
 import pytest
 import torch
 
+from flmr.index import IndexWriter
 from flmr.search import ExactSearcher
+from flmr.search.exact import score_pairs
+from flmr.search.maxsim import scratch
 
 
 def naive_maxsim(query: torch.Tensor, document: torch.Tensor) -> float:
@@ -58,3 +63,34 @@ def test_exact_over_an_index_skips_deleted_and_returns_documents(
 def test_query_dim_must_match(documents) -> None:
     with pytest.raises(ValueError, match=r"\(num_queries, q_len, 16\)"):
         ExactSearcher(documents).search(torch.randn(2, 4, 8))
+
+
+@pytest.mark.parametrize("store_vectors", [True, False])
+def test_score_pairs_of_several_queries_are_their_maxsim(documents, tmp_path, store_vectors) -> None:
+    """Pairs of 3 queries (one without pairs) against repeated and empty documents, in one call."""
+    documents = [*documents[:40], torch.empty(0, documents[0].shape[1])]
+    index = IndexWriter(nbits=2, num_partitions=16, store_vectors=store_vectors).write(
+        tmp_path / "i", documents
+    )
+    queries = torch.stack([documents[pid][:4] for pid in (3, 7, 9)])
+    qids, pids = torch.tensor([0, 0, 0, 2, 2]), torch.tensor([3, 5, 40, 3, 39])
+    scores = score_pairs(index, queries, qids, pids, normalize=False)
+    vectors = {pid: index.document_vectors(torch.tensor([pid]), normalize=False)[0] for pid in (3, 5, 39)}
+    expected = [(queries[q] @ vectors[p].T).amax(dim=1).sum() for q, p in ((0, 3), (0, 5), (2, 3), (2, 39))]
+    assert scores[2] == float("-inf")  # document 40 has no vectors
+    assert scores[[0, 1, 3, 4]].tolist() == pytest.approx(torch.stack(expected).tolist(), abs=1e-5)
+
+
+def test_scratch_buffers_are_reused_per_name_and_thread() -> None:
+    first = scratch("test", (4, 8), torch.device("cpu"))
+    assert scratch("test", (2, 3), torch.device("cpu")).data_ptr() == first.data_ptr()  # smaller: reused
+    grown = scratch("test", (16, 8), torch.device("cpu"))
+    assert (
+        grown.shape == (16, 8) and scratch("test", (4, 8), torch.device("cpu")).data_ptr() == grown.data_ptr()
+    )
+    assert scratch("other", (4, 8), torch.device("cpu")).data_ptr() != grown.data_ptr()
+    in_thread = []
+    worker = threading.Thread(target=lambda: in_thread.append(scratch("test", (4, 8), torch.device("cpu"))))
+    worker.start()
+    worker.join()
+    assert in_thread[0].data_ptr() != grown.data_ptr()

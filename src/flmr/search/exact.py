@@ -6,7 +6,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from flmr.index.codec import ResidualCodec
@@ -17,7 +16,7 @@ from flmr.runtime import sized_threads
 from flmr.search.base import Searcher, check_k
 from flmr.search.errors import SearchError
 from flmr.search.filters import MetadataFilter, compile_filter
-from flmr.search.maxsim import as_query_batch, maxsim_totals, nonzero_rows, segment_max
+from flmr.search.maxsim import as_query_batch, maxsim_totals, nonzero_rows, scratch, segment_max
 from flmr.search.results import SearchHit, make_hits
 from flmr.search.settings import SearchSettings, search_settings
 
@@ -78,8 +77,8 @@ def score_pairs(
     device = queries.device
     positions, owners = index.vector_positions(pids)
     if index.stores_vectors:
-        stored = index.gather_vectors(positions)  # NumPy converts float16 faster than torch on CPU
-        vectors = torch.from_numpy(stored.numpy().astype(np.float32)).to(device)
+        stored = index.gather_vectors(positions).to(device)
+        vectors = scratch("vectors", tuple(stored.shape), device).copy_(stored)
     else:
         codec = codec or index.codec.to(device)
         vectors = codec.decompress(
@@ -87,15 +86,22 @@ def score_pairs(
             index.gather_centroid_ids(positions).to(device),
             normalize=False,
         )
-    per_query = torch.bincount(qids[owners], minlength=queries.shape[0]).tolist()
-    token_scores = torch.cat(  # (query vectors, document vectors), one column per document vector
-        [queries[q] @ block.T for q, block in enumerate(vectors.split(per_query)) if per_query[q]]
-        or [vectors.new_empty(queries.shape[1], 0)],
-        dim=1,
-    )
-    if not index.stores_vectors and normalize:  # cheaper than normalising the vectors: scale their scores
-        token_scores /= vectors.norm(dim=1).clamp_min(1e-12)
-    return maxsim_totals(segment_max(token_scores, owners.to(device), pids.numel(), float("-inf")))
+    # cheaper than normalising the vectors: scale their scores
+    norms = vectors.norm(dim=1).clamp_min(1e-12) if normalize and not index.stores_vectors else None
+    owners = owners.to(device)
+    vector_counts = torch.bincount(qids[owners.cpu()], minlength=queries.shape[0]).tolist()
+    pair_counts = torch.bincount(qids, minlength=queries.shape[0]).tolist()
+    per_pair, first_vector, first_pair = [], 0, 0
+    for query, num_vectors, num_pairs in zip(queries, vector_counts, pair_counts, strict=True):
+        if num_pairs:
+            span = slice(first_vector, first_vector + num_vectors)
+            out = scratch("token_scores", (query.shape[0], num_vectors), device)
+            token_scores = torch.mm(query, vectors[span].T, out=out)  # (query rows, document vectors)
+            if norms is not None:
+                token_scores /= norms[span]
+            per_pair.append(segment_max(token_scores, owners[span] - first_pair, num_pairs, float("-inf")))
+        first_vector, first_pair = first_vector + num_vectors, first_pair + num_pairs
+    return maxsim_totals(torch.cat(per_pair)) if per_pair else torch.empty(0, device=device)
 
 
 class ExactSearcher(Searcher):

@@ -14,7 +14,7 @@ from flmr.runtime import sized_threads
 from flmr.search.base import Searcher, check_k
 from flmr.search.exact import ExactSearcher, score_pairs
 from flmr.search.filters import MetadataFilter, compile_filter
-from flmr.search.maxsim import as_query_batch, maxsim_totals, packed_queries, segment_max
+from flmr.search.maxsim import as_query_batch, maxsim_totals, packed_queries, scratch, segment_max
 from flmr.search.results import SearchHit, make_hits
 from flmr.search.settings import PlaidSettings, SearchSettings, search_settings
 
@@ -287,7 +287,7 @@ class PlaidSearcher(Searcher):
         hit = (candidate_keys.index_select(0, rank) == list_keys).nonzero().flatten()
         hit = hit[torch.from_numpy(np.argsort(rank[hit].cpu().numpy(), kind="stable")).to(self.device)]
         owner = kept[list_owner.index_select(0, hit)]
-        columns = by_column.index_select(1, owner[:, 0] * num_partitions + owner[:, 1])
+        columns = self._columns(by_column, owner[:, 0] * num_partitions + owner[:, 1])
         return maxsim_totals(segment_max(columns, rank.index_select(0, hit), candidate_keys.shape[0], 0.0))
 
     def _centroid_interaction(
@@ -297,10 +297,13 @@ class PlaidSearcher(Searcher):
         positions, owners = self.index.vector_positions(pids.cpu())
         centroid_ids = self.index.gather_centroid_ids(positions).to(self.device)
         owners = owners.to(self.device)
-        columns = by_column.index_select(
-            1, qids.index_select(0, owners) * self.index.num_partitions + centroid_ids
-        )
+        columns = self._columns(by_column, qids.index_select(0, owners) * self.index.num_partitions + centroid_ids)
         return maxsim_totals(segment_max(columns, owners, pids.shape[0], float("-inf")))
+
+    def _columns(self, by_column: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+        """The (rows, n) columns ``numbers`` of ``by_column``, gathered into a reused buffer (see ``scratch``)."""
+        out = scratch("centroid_columns", (by_column.shape[0], numbers.shape[0]), self.device)
+        return torch.index_select(by_column, 1, numbers, out=out)
 
     def _top_per_query(
         self, qids: torch.Tensor, pids: torch.Tensor, scores: torch.Tensor, count: int
