@@ -179,7 +179,9 @@ class ExactSearcher(Searcher):
         best_scores = torch.empty(len(rows), 0, device=self.device)
         best_pids = torch.empty(len(rows), 0, dtype=torch.long, device=self.device)
         for pids, vectors, owners in self._blocks(max(1, query_rows.shape[0]), allowed):
-            per_row = segment_max(query_rows @ vectors.T, owners, pids.shape[0], float("-inf"))
+            out = scratch("exact_scores", (query_rows.shape[0], vectors.shape[0]), self.device)
+            token_scores = torch.mm(query_rows, vectors.T, out=out)  # (query rows, document vectors)
+            per_row = segment_max(token_scores, owners, pids.shape[0], float("-inf"))
             empty = (
                 torch.isinf(per_row[:, 0]) if per_row.shape[1] else torch.zeros_like(pids, dtype=torch.bool)
             )
