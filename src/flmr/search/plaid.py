@@ -297,7 +297,9 @@ class PlaidSearcher(Searcher):
         positions, owners = self.index.vector_positions(pids.cpu())
         centroid_ids = self.index.gather_centroid_ids(positions).to(self.device)
         owners = owners.to(self.device)
-        columns = self._columns(by_column, qids.index_select(0, owners) * self.index.num_partitions + centroid_ids)
+        columns = self._columns(
+            by_column, qids.index_select(0, owners) * self.index.num_partitions + centroid_ids
+        )
         return maxsim_totals(segment_max(columns, owners, pids.shape[0], float("-inf")))
 
     def _columns(self, by_column: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
