@@ -212,3 +212,15 @@ def test_pruned_stage_runs_only_for_many_candidates(easy_index, monkeypatch, pru
     plaid = PlaidSearcher(index, ndocs=64, exact_when_cheaper=False).search(queries, k=5)
     assert bool(calls) == (prune_above == 0)
     assert pids_of(plaid) == pids_of(ExactSearcher(index).search(queries, k=5))
+
+
+def test_queries_of_many_vectors_probe_fewer_cells_each_and_still_fill_k(easy_index) -> None:
+    index, documents = easy_index
+    searcher = PlaidSearcher(index, ncells=4, ndocs=64, exact_when_cheaper=False, queries_per_pass=8)
+    assert searcher.cells_per_vector(torch.tensor([5, 32, 128]), 64).tolist() == [4, 4, 2]
+    long_query = torch.cat([documents[pid][:5] for pid in range(100, 126)])  # 130 vectors
+    short_query = torch.nn.functional.pad(documents[7][:5], (0, 0, 0, 125))  # 5 vectors, zero padded
+    batched = searcher.search(torch.stack([long_query, short_query]), k=50)
+    single = [searcher.search(query, k=50)[0] for query in (long_query, short_query)]
+    assert pids_of(batched) == pids_of(single) and [len(hits) for hits in batched] == [50, 50]
+    assert batched[1][0].pid == 7
