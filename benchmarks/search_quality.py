@@ -7,7 +7,8 @@ MiniLM text weights; queries are package summaries encoded by the model's own ``
   - text+image, PreFLMR-shaped (ViT-B/32 at 224 px): the 32 text vectors, then 32 vectors standing for
     the mapped [CLS] features and 49 for the transformer-mapped patches (see ``preflmr_queries``).
 Baseline of the run: exact MaxSim over the float32 vectors in RAM (``ExactSearcher``, whole batches,
-its fastest mode). For each nbits and storage policy the table gives bytes per vector on disk (the
+its fastest mode); its top-10 lists are cached under data/ (minutes at 25k documents), its time is
+measured in every run on the first 20 queries. For each nbits and storage policy the table gives bytes per vector on disk (the
 whole index folder), recall@10 of the PLAID stages against the exact top 10, their latency one query
 at a time as a ratio of exact's per-query time (cold: the first search of a freshly loaded index;
 warm: the rest), batch-32 throughput against batch 1, build time, and whether a default

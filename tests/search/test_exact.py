@@ -6,7 +6,7 @@ import torch
 from flmr.index import IndexWriter
 from flmr.search import ExactSearcher
 from flmr.search.exact import score_pairs
-from flmr.search.maxsim import scratch
+from flmr.search.maxsim import SCRATCH_LIMIT_BYTES, scratch
 
 
 def naive_maxsim(query: torch.Tensor, document: torch.Tensor) -> float:
@@ -94,3 +94,6 @@ def test_scratch_buffers_are_reused_per_name_and_thread() -> None:
     worker.start()
     worker.join()
     assert in_thread[0].data_ptr() != grown.data_ptr()
+    huge = (SCRATCH_LIMIT_BYTES // 4 + 1,)  # past the limit: never kept
+    first_huge, second_huge = (scratch("test", huge, torch.device("cpu")) for _ in range(2))
+    assert first_huge.data_ptr() != second_huge.data_ptr()

@@ -245,9 +245,8 @@ class PlaidSearcher(Searcher):
         found_q, found_p = [], []
         while pending.numel():
             on_device, pending_quota = pending.to(self.device), quota[pending].to(self.device)
-            cells = (
-                centroid_scores[on_device].topk(int(pending_quota.max()), dim=2).indices
-            )  # (pending, rows, most)
+            most = int(pending_quota.max())
+            cells = centroid_scores[on_device].topk(most, dim=2).indices  # (pending, rows, most)
             ranks = torch.arange(cells.shape[2], device=self.device)
             probed = generating[on_device][:, :, None] & (ranks[None, None] < pending_quota[:, None, None])
             cell_q = on_device[:, None, None].expand_as(cells)[probed]
