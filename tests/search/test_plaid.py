@@ -1,3 +1,5 @@
+import threading
+
 import pytest
 import torch
 
@@ -224,3 +226,26 @@ def test_queries_of_many_vectors_probe_fewer_cells_each_and_still_fill_k(easy_in
     single = [searcher.search(query, k=50)[0] for query in (long_query, short_query)]
     assert pids_of(batched) == pids_of(single) and [len(hits) for hits in batched] == [50, 50]
     assert batched[1][0].pid == 7
+
+
+def test_passes_of_a_batch_run_side_by_side_on_cpu_threads(easy_index, monkeypatch) -> None:
+    index, documents = easy_index
+    searcher = PlaidSearcher(index, exact_when_cheaper=False)  # one query per pass on CPU
+    queries = queries_from(documents, range(5, 400, 40))
+    threads_before = torch.get_num_threads()
+    monkeypatch.setenv("FLMR_NUM_THREADS", "1")
+    sequential = searcher.search(queries, k=7)
+    threads_of_passes = set()
+    search_batch = searcher._search_batch
+
+    def recording(*args, **kwargs):
+        threads_of_passes.add(threading.current_thread().name)
+        return search_batch(*args, **kwargs)
+
+    monkeypatch.setattr(searcher, "_search_batch", recording)
+    monkeypatch.setenv("FLMR_NUM_THREADS", "2")
+    side_by_side = searcher.search(queries, k=7)
+    assert threads_of_passes and threads_of_passes <= {"flmr-plaid_0", "flmr-plaid_1"}  # the pool ran them
+    assert pids_of(side_by_side) == pids_of(sequential)
+    assert [h.score for hits in side_by_side for h in hits] == [h.score for hits in sequential for h in hits]
+    assert torch.get_num_threads() == threads_before  # the passes' single-threaded setting is undone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ class PlaidSearcher(Searcher):
         )
         self._generation = -1
 
-    @sized_threads(lambda self, queries, k, **_: self.work_per_query(queries, k))
+    @sized_threads(lambda self, queries, k, **_: self.work(queries, k))
     def search(
         self,
         queries: torch.Tensor,
@@ -137,10 +138,14 @@ class PlaidSearcher(Searcher):
             )
         else:
             allowed = None if metadata_filter is None else metadata_filter.mask(self.index)
+            passes = [
+                slice(first, first + self.queries_per_pass)
+                for first in range(0, packed.shape[0], self.queries_per_pass)
+            ]
             hits = []
-            for first in range(0, packed.shape[0], self.queries_per_pass):
-                part = slice(first, first + self.queries_per_pass)
-                qids, pids, scores = self._search_batch(packed[part], counts[part], k, allowed)
+            for part, (qids, pids, scores) in zip(
+                passes, self._run_passes(passes, packed, counts, k, allowed), strict=True
+            ):
                 bounds = np.searchsorted(qids.cpu().numpy(), np.arange(packed[part].shape[0] + 1))
                 hits += [
                     make_hits(pids[start:end].cpu(), scores[start:end].cpu(), self.index, return_documents)
@@ -165,16 +170,40 @@ class PlaidSearcher(Searcher):
         touched = index.num_partitions + (ndocs + max(ndocs // 2, k)) * mean_length
         return live_vectors <= EXACT_COST_RATIO * touched
 
-    def work_per_query(self, queries: torch.Tensor, k: int) -> float:
-        """FLOP of one query's centroid scores and re-ranking, which size the CPU threads (flmr.runtime).
-
-        On CPU the stages run one query per pass (``queries_per_pass``), so threads are sized to one
-        query's work.
-        """
+    def work(self, queries: torch.Tensor, k: int) -> float:
+        """FLOP of the queries' centroid scores and re-ranking, which size the CPU threads (flmr.runtime)."""
         q_len, dim = queries.shape[-2], self.index.dim
+        num_queries = queries.shape[0] if queries.dim() == 3 else 1
         num_centroids = self.index.codec.centroids.shape[0]
         reranked_vectors = max(self.ndocs // 2, k) * float(self.index.doclens.float().mean())
-        return 2.0 * q_len * dim * (num_centroids + reranked_vectors)
+        return 2.0 * num_queries * q_len * dim * (num_centroids + reranked_vectors)
+
+    def _run_passes(
+        self,
+        passes: list[slice],
+        packed: torch.Tensor,
+        counts: torch.Tensor,
+        k: int,
+        allowed: torch.Tensor | None,
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``_search_batch`` of each pass; on CPU, passes run side by side on the threads sized for them.
+
+        A pass of one query is a chain of small, mostly memory-bound steps that gain little from a
+        second thread, so a batch uses its threads one pass each (each torch op then single-threaded)
+        rather than all of them for every pass.
+        """
+        workers = min(len(passes), torch.get_num_threads()) if self.device.type == "cpu" else 1
+        if workers <= 1:
+            return [self._search_batch(packed[part], counts[part], k, allowed) for part in passes]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="flmr-plaid") as pool:
+                return list(
+                    pool.map(lambda part: self._search_batch(packed[part], counts[part], k, allowed), passes)
+                )
+        finally:
+            torch.set_num_threads(threads)
 
     def _sync_with_index(self) -> None:
         """Move the small per-index tensors to the device, again whenever the index was updated."""
