@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -88,3 +89,14 @@ def test_lloyd_max_reconstructs_better_than_quantiles() -> None:
 def test_unsupported_nbits_is_rejected(nbits: int) -> None:
     with pytest.raises(ValueError, match="nbits must be one of"):
         ResidualCodec.fit(unit_vectors(10, 4, 0), unit_vectors(10, 4, 1), nbits)
+
+
+def test_centroids_are_stored_in_float16_and_a_reload_decompresses_the_same(tmp_path) -> None:
+    codec, vectors, centroid_ids = fitted_codec(2)
+    codes = codec.compress(vectors, centroid_ids)
+    files = codec.save(tmp_path)
+    assert np.load(tmp_path / files["centroids"]).dtype == np.float16  # as ColBERTv2 stores them
+    reloaded = ResidualCodec.load(tmp_path, files, nbits=2)
+    assert reloaded.centroids.dtype == torch.float32
+    assert torch.equal(reloaded.centroids, codec.centroids)
+    assert torch.equal(reloaded.decompress(codes, centroid_ids), codec.decompress(codes, centroid_ids))

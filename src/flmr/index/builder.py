@@ -71,9 +71,8 @@ def train_codec(
     if training.shape[0] == 0:
         training = heldout  # a collection of one vector
     requested = num_partitions or default_num_partitions(vectors.shape[0])
-    centroids = train_centroids(training, min(requested, training.shape[0]), kmeans_iterations, seed).to(
-        device
-    )
+    centroids = train_centroids(training, min(requested, training.shape[0]), kmeans_iterations, seed)
+    centroids = centroids.half().float().to(device)  # the precision the index keeps them in
     assigner = CentroidAssigner(centroids, seed=seed)
     heldout = heldout.to(device)
     return ResidualCodec.fit(centroids, heldout - centroids[assigner.assign(heldout)], nbits)

@@ -56,7 +56,7 @@ class ResidualCodec:
         torch.Size([1000, 16])
     """
 
-    centroids: torch.Tensor  # (num_partitions, dim) float32
+    centroids: torch.Tensor  # (num_partitions, dim) float32 holding float16 values (stored as float16)
     bucket_cutoffs: torch.Tensor  # (dim, 2**nbits - 1) float32, increasing along dim 1
     bucket_weights: torch.Tensor  # (dim, 2**nbits) float32, reconstruction value of each bucket
     nbits: int
@@ -64,6 +64,9 @@ class ResidualCodec:
 
     def __post_init__(self) -> None:
         check_nbits(self.nbits)
+        # the index stores centroids in float16 (as ColBERTv2 does): keep them at that precision in
+        # memory too, so vectors compressed now decompress the same after a save and load
+        object.__setattr__(self, "centroids", self.centroids.half().float().contiguous())
         object.__setattr__(self, "_lookup", self._byte_lookup_table())
 
     @classmethod
@@ -115,14 +118,15 @@ class ResidualCodec:
         """Write the codec's arrays into ``folder``; returns the manifest's file entries for them."""
         files = {name: f"{name}.npy" for name in _ARRAYS}
         for name, file_name in files.items():
-            save_array(folder / file_name, getattr(self, name).cpu().numpy())
+            array = getattr(self, name).cpu()
+            save_array(folder / file_name, (array.half() if name == "centroids" else array).numpy())
         return files
 
     @classmethod
     def load(cls, folder: Path, files: dict[str, str], nbits: int) -> ResidualCodec:
         """Read a codec written by ``save`` (``files``: the manifest's file entries)."""
         arrays = {name: torch.from_numpy(np.array(load_array(folder / files[name]))) for name in _ARRAYS}
-        return cls(**arrays, nbits=nbits)
+        return cls(**{name: array.float() for name, array in arrays.items()}, nbits=nbits)
 
     def to(self, device: torch.device | str) -> ResidualCodec:
         """A copy of this codec whose tensors live on ``device``."""
