@@ -1,12 +1,9 @@
-import threading
-
 import pytest
 import torch
 
 from flmr.index import IndexWriter
 from flmr.search import ExactSearcher
 from flmr.search.exact import score_pairs
-from flmr.search.maxsim import SCRATCH_LIMIT_BYTES, scratch
 
 
 def naive_maxsim(query: torch.Tensor, document: torch.Tensor) -> float:
@@ -79,21 +76,3 @@ def test_score_pairs_of_several_queries_are_their_maxsim(documents, tmp_path, st
     expected = [(queries[q] @ vectors[p].T).amax(dim=1).sum() for q, p in ((0, 3), (0, 5), (2, 3), (2, 39))]
     assert scores[2] == float("-inf")  # document 40 has no vectors
     assert scores[[0, 1, 3, 4]].tolist() == pytest.approx(torch.stack(expected).tolist(), abs=1e-5)
-
-
-def test_scratch_buffers_are_reused_per_name_and_thread() -> None:
-    first = scratch("test", (4, 8), torch.device("cpu"))
-    assert scratch("test", (2, 3), torch.device("cpu")).data_ptr() == first.data_ptr()  # smaller: reused
-    grown = scratch("test", (16, 8), torch.device("cpu"))
-    assert (
-        grown.shape == (16, 8) and scratch("test", (4, 8), torch.device("cpu")).data_ptr() == grown.data_ptr()
-    )
-    assert scratch("other", (4, 8), torch.device("cpu")).data_ptr() != grown.data_ptr()
-    in_thread = []
-    worker = threading.Thread(target=lambda: in_thread.append(scratch("test", (4, 8), torch.device("cpu"))))
-    worker.start()
-    worker.join()
-    assert in_thread[0].data_ptr() != grown.data_ptr()
-    huge = (SCRATCH_LIMIT_BYTES // 4 + 1,)  # past the limit: never kept
-    first_huge, second_huge = (scratch("test", huge, torch.device("cpu")) for _ in range(2))
-    assert first_huge.data_ptr() != second_huge.data_ptr()

@@ -12,11 +12,11 @@ from flmr.index.codec import ResidualCodec
 from flmr.index.index import Index
 from flmr.index.inputs import EmbeddingsInput, iter_chunks
 from flmr.index.sharded import ShardedIndex
-from flmr.runtime import sized_threads
+from flmr.runtime import scratch, sized_threads
 from flmr.search.base import Searcher, check_k
 from flmr.search.errors import SearchError
 from flmr.search.filters import MetadataFilter, compile_filter
-from flmr.search.maxsim import as_query_batch, maxsim_totals, nonzero_rows, scratch, segment_max
+from flmr.search.maxsim import as_query_batch, maxsim_totals, nonzero_rows, segment_max
 from flmr.search.results import SearchHit, make_hits
 from flmr.search.settings import SearchSettings, search_settings
 
@@ -81,10 +81,12 @@ def score_pairs(
         vectors = scratch("vectors", tuple(stored.shape), device).copy_(stored)
     else:
         codec = codec or index.codec.to(device)
+        codes = index.gather_codes(positions).to(device)
         vectors = codec.decompress(
-            index.gather_codes(positions).to(device),
+            codes,
             index.gather_centroid_ids(positions).to(device),
             normalize=False,
+            out=scratch("vectors", (codes.shape[0], index.dim), device),
         )
     # cheaper than normalising the vectors: scale their scores
     norms = vectors.norm(dim=1).clamp_min(1e-12) if normalize and not index.stores_vectors else None

@@ -9,9 +9,6 @@ the torch kernels.
 
 from __future__ import annotations
 
-import math
-import threading
-
 import numpy as np
 import torch
 
@@ -51,34 +48,6 @@ def packed_queries(queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     slots = torch.arange(packed.shape[1], device=queries.device)
     packed[slots[None] < counts[:, None]] = queries[keep]
     return packed, counts
-
-
-_SCRATCH = threading.local()
-SCRATCH_LIMIT_BYTES = 256 * 2**20  # larger buffers are allocated afresh each time, not kept
-
-
-def scratch(name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """An uninitialised float32 tensor of ``shape`` to pass as a kernel's ``out=``, reused on CPU.
-
-    On CPU a freshly allocated buffer of tens of MB costs more than the work written into it: freed
-    buffers that large go back to the OS, so every call page-faults them in again (converting 73k x 128
-    float16 vectors: 25 ms into a new tensor, 3 ms into a reused one). Each thread keeps one buffer per
-    ``name``, grown to the largest size asked up to ``SCRATCH_LIMIT_BYTES``; its contents are valid
-    until the next call with the same name in the same thread. Larger shapes, and other devices (whose
-    allocators cache), get a new tensor.
-
-    Example:
-        >>> first = scratch("example", (2, 3), torch.device("cpu"))
-        >>> scratch("example", (3, 2), torch.device("cpu")).data_ptr() == first.data_ptr()
-        True
-    """
-    size = math.prod(shape)
-    if device.type != "cpu" or 4 * size > SCRATCH_LIMIT_BYTES:
-        return torch.empty(shape, device=device)
-    buffers = _SCRATCH.__dict__
-    if name not in buffers or buffers[name].numel() < size:
-        buffers[name] = torch.empty(size)
-    return buffers[name][:size].view(shape)
 
 
 def repeat_counts(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from flmr.index.index import Index
-from flmr.runtime import sized_threads
+from flmr.runtime import scratch, sized_threads
 from flmr.search.base import Searcher, check_k
 from flmr.search.exact import ExactSearcher, score_pairs
 from flmr.search.filters import MetadataFilter, compile_filter
-from flmr.search.maxsim import as_query_batch, maxsim_totals, packed_queries, scratch, segment_max
+from flmr.search.maxsim import as_query_batch, maxsim_totals, packed_queries, segment_max
 from flmr.search.results import SearchHit, make_hits
 from flmr.search.settings import PlaidSettings, SearchSettings, search_settings
 
