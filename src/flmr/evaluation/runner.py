@@ -129,7 +129,7 @@ def original_plaid_settings(k: int) -> dict[str, Any]:
     else:
         settings = {"ncells": 4, "centroid_score_threshold": 0.4, "ndocs": max(k * 4, 4096)}
     # The original generates candidates from the text part of the query only.
-    return {**settings, "candidate_query_vectors": "text_first_32"}
+    return {**settings, "candidate_query_vectors": "text_first_32", "grow_with_collection": False}
 
 
 def original_search_settings(k: int) -> SearchSettings:

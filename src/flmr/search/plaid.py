@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,16 +29,19 @@ TEXT_QUERY_VECTORS = 32
 EXACT_COST_RATIO = 1.4
 # The pruned centroid interaction (scanning the inverted lists of the centroids above the threshold)
 # runs only for queries with over PRUNED_STAGE_ABOVE * ndocs candidates; below that, scoring every
-# candidate unpruned costs less and ranks as well (10k documents, 32,768 centroids, ~3,100 candidates:
-# pruned 75 ms + unpruned top 2,048 36 ms, against about 55 ms unpruned on all; the unpruned top 1,024
-# of all candidates held 0.956 of the exact top 10, through the pruned top 2,048 0.957).
-PRUNED_STAGE_ABOVE = 2
+# candidate unpruned costs less and ranks as well. With unpruned scoring into reused buffers, 8 is
+# where the two cross (one thread, 40 query()-shaped text / PreFLMR-shaped text+image queries, same
+# recall either way): 25k documents, bound 2: 118 / 410 ms per query against 83 / 330 ms unpruned;
+# 100k documents (ndocs 4,096 by budget_growth), bound 2: 365 / 1,552 ms, bound 8: 257 / 1,602 ms.
+PRUNED_STAGE_ABOVE = 8
 # Queries whose stages run together, by default: on CPU one, since passes of 8 or 32 queries ran
 # 2-3x slower per query (3,000 documents: their centroid-score gathers leave the caches) while the
 # shared work (centroid scores, Python overhead) is small; on an accelerator a pass of many queries
 # saves kernel launches.
 CPU_QUERIES_PER_PASS = 1
 ACCELERATOR_QUERIES_PER_PASS = 32
+# collections up to this many live documents are searched with ncells and ndocs as set (see budget_growth)
+GROWTH_FROM_DOCUMENTS = 25_000
 
 
 class PlaidSearcher(Searcher):
@@ -205,12 +209,32 @@ class PlaidSearcher(Searcher):
         finally:
             torch.set_num_threads(threads)
 
+    def budget_growth(self) -> float:
+        """``g = sqrt(live documents / 25,000)``, at least 1 (1 without ``grow_with_collection``): the
+        search uses ``ncells * g`` cells and ``ndocs * g**1.5`` documents (100k documents: 2x, 2.8x).
+
+        As a collection grows the exact top 10 spreads over more cells and ranks lower by centroid
+        interaction: at 100k Debian documents (131,072 centroids, 100 ``query()``-shaped text
+        queries) the candidates of 32 cells held 0.978 of it (16 cells: 0.944) and the best 2,048 /
+        3,072 / 4,096 of 64 cells' candidates by centroid interaction 0.955 / 0.969 / 0.973 (the best
+        1,024 of 16 cells' 0.914). The defaults hold 0.955-0.959 up to 25k documents, hence the
+        growth from there.
+        """
+        if not self.settings.plaid.grow_with_collection:
+            return 1.0
+        live_documents = self.index.num_documents - int(self.index.deleted.sum())
+        return max(1.0, math.sqrt(live_documents / GROWTH_FROM_DOCUMENTS))
+
     def _sync_with_index(self) -> None:
-        """Move the small per-index tensors to the device, again whenever the index was updated."""
+        """Move the small per-index tensors to the device and size ``ncells`` / ``ndocs`` to the
+        collection, again whenever the index was updated."""
         if self._generation == self.index.generation:
             return
         self._codec = self.index.codec.to(self.device)
         self._centroids_t = self._codec.centroids.T.contiguous()
+        growth = self.budget_growth()
+        self.ncells = round(self.settings.plaid.ncells * growth)
+        self.ndocs = round(self.settings.plaid.ndocs * growth**1.5)
         self._generation = self.index.generation
 
     def _search_batch(

@@ -17,7 +17,7 @@ Example:
     >>> SearchSettings.from_options(ndoc=8)
     Traceback (most recent call last):
     ...
-    flmr.search.errors.SearchSettingsError: unknown search option 'ndoc': known are candidate_query_vectors, centroid_score_threshold, exact, exact_when_cheaper, fusion, hybrid_depth, hybrid_weight, ncells, ndocs, normalize_decompressed, queries_per_pass
+    flmr.search.errors.SearchSettingsError: unknown search option 'ndoc': known are candidate_query_vectors, centroid_score_threshold, exact, exact_when_cheaper, fusion, grow_with_collection, hybrid_depth, hybrid_weight, ncells, ndocs, normalize_decompressed, queries_per_pass
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class PlaidSettings:
             the first centroid-interaction pass (ColBERTv2: ``centroid_score_threshold``).
         ndocs: documents kept after the pruned centroid interaction; ``ndocs // 2`` are re-ranked
             exactly (ColBERTv2: ``ndocs``). Raised to ``k`` when smaller.
+        grow_with_collection: past 25,000 live documents, search with ``ncells * g`` and
+            ``ndocs * g**1.5``, ``g = sqrt(documents / 25,000)`` (see ``PlaidSearcher.budget_growth``).
         candidate_query_vectors: ``"all"`` non-zero query vectors generate candidates, or the
             ``"text_first_32"`` like the original engine.
         exact_when_cheaper: search exactly when the collection is so small that exact MaxSim costs
@@ -66,6 +68,7 @@ class PlaidSettings:
     ncells: int = DEFAULT_NCELLS
     centroid_score_threshold: float = DEFAULT_CENTROID_SCORE_THRESHOLD
     ndocs: int = 2048
+    grow_with_collection: bool = True
     candidate_query_vectors: CandidateQueryVectors = "all"
     exact_when_cheaper: bool = True
     queries_per_pass: int | None = None
