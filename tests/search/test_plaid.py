@@ -249,3 +249,15 @@ def test_passes_of_a_batch_run_side_by_side_on_cpu_threads(easy_index, monkeypat
     assert pids_of(side_by_side) == pids_of(sequential)
     assert [h.score for hits in side_by_side for h in hits] == [h.score for hits in sequential for h in hits]
     assert torch.get_num_threads() == threads_before  # the passes' single-threaded setting is undone
+
+
+@pytest.mark.parametrize("grow", [True, False])
+def test_ncells_and_ndocs_grow_with_the_live_collection(easy_index, monkeypatch, grow) -> None:
+    index, documents = easy_index  # 400 documents
+    monkeypatch.setattr(plaid_module, "GROWTH_FROM_DOCUMENTS", 100)  # so 400 documents give g = 2
+    searcher = PlaidSearcher(index, ncells=4, ndocs=64, grow_with_collection=grow, exact_when_cheaper=False)
+    hits = searcher.search(documents[9][:5], k=5)[0]
+    assert hits[0].pid == 9 and len(hits) == 5
+    assert (searcher.budget_growth(), searcher.ncells, searcher.ndocs) == (
+        (2.0, 8, 181) if grow else (1.0, 4, 64)
+    )

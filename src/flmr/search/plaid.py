@@ -60,7 +60,9 @@ class PlaidSearcher(Searcher):
     3. Re-ranking: those documents are scored by exact MaxSim (over the stored float16 vectors, or the
        decompressed ones); the top ``k`` return.
 
-    ``ndocs`` is raised to ``k`` and every stage keeps at least ``k`` documents; stage 1 probes more
+    Past 25,000 live documents ``ncells`` and ``ndocs`` grow with the collection (``budget_growth``;
+    ``grow_with_collection=False`` keeps them as set). ``ndocs`` is raised to ``k`` and every stage
+    keeps at least ``k`` documents; stage 1 probes more
     cells (doubling ``ncells``, at worst every cell) until it has ``max(ndocs // 2, k)`` candidates, so
     ``min(k, live documents with vectors)`` hits come back, and for ``k <= ndocs // 2`` the candidates do
     not depend on ``k``: a k-query's top n equals a larger-k query's top n.
