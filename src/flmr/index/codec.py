@@ -164,9 +164,12 @@ class ResidualCodec:
         """
         count, width = codes.shape
         rows = scratch("decompress_rows", (count, width), codes.device, torch.long)
-        torch.add(codes, torch.arange(width, device=codes.device) * 256, out=rows)  # row of each byte
+        rows.copy_(codes).add_(torch.arange(width, device=codes.device) * 256)  # lookup row of each byte
         residuals = scratch("decompress_residuals", (count * width, self.codes_per_byte), codes.device)
-        torch.index_select(self._lookup, 0, rows.view(-1), out=residuals)
+        if self.codes_per_byte == 1:  # nbits=8: rows of one value select 10x faster from a flat table
+            torch.index_select(self._lookup.view(-1), 0, rows.view(-1), out=residuals.view(-1))
+        else:
+            torch.index_select(self._lookup, 0, rows.view(-1), out=residuals)
         vectors = torch.index_select(self.centroids, 0, centroid_ids.long(), out=out)
         vectors += residuals.view(count, -1)[:, : self.dim]
         return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
