@@ -13,11 +13,11 @@ whole index folder), recall@10 of the PLAID stages against the exact top 10, the
 at a time as a ratio of exact's per-query time (cold: the first search of a freshly loaded index;
 warm: the rest), batch-32 throughput against batch 1, build time, and whether a default
 ``PlaidSearcher`` would search this collection exactly instead (``exact_is_cheaper``: then its
-results are exact search's). The original engine cannot be compiled here (no CUDA
-toolchain or network to its build); its figures (41 B/vector at nbits=2, 137 B at nbits=8) are the
-issue's.
+results are exact search's). The original engine's figures on the same vectors (built from its
+repository on the CPU, outside this project) are in the README's "Search quality and storage".
 
-Run: python benchmarks/search_quality.py [--documents 3000 10000] [--queries 300] [--nbits 2 4 8]
+Run: python benchmarks/search_quality.py [--documents 3000 10000 25000 100000] [--queries 300] [--nbits 2 4 8]
+     [--policies default "codes only"] [--int8-store] [--threads 0]
 """
 
 from __future__ import annotations
