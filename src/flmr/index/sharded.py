@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -48,9 +47,9 @@ from flmr.index.storage import (
     MANIFEST_NAME,
     StoredDocument,
     discard_build_folder,
-    fsync_path,
     new_build_folder,
     publish_build_folder,
+    write_json_atomically,
 )
 
 SHARDS_MANIFEST = "shards.json"
@@ -187,13 +186,7 @@ def _write_manifest(
         "num_documents": sum(shard.num_documents for shard in shards),
         "shards": entries,
     }
-    temporary = folder / f".{SHARDS_MANIFEST}.{uuid.uuid4().hex}"
-    with open(temporary, "w") as file:
-        json.dump(manifest, file, indent=2)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, folder / SHARDS_MANIFEST)
-    fsync_path(folder)
+    write_json_atomically(folder / SHARDS_MANIFEST, manifest)
     return folder / SHARDS_MANIFEST
 
 

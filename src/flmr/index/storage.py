@@ -337,16 +337,22 @@ def manifest_checksum(manifest: Mapping[str, Any]) -> str:
     return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
-def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
-    """Atomically replace ``folder/manifest.json`` (adding the manifest's own checksum)."""
-    manifest = {**manifest, "manifest_checksum": manifest_checksum(manifest)}
-    temporary = folder / f".{MANIFEST_NAME}.{uuid.uuid4().hex}"
+def write_json_atomically(path: Path, content: Mapping[str, Any]) -> None:
+    """Replace ``path`` with ``content`` as JSON at once: written and fsynced beside it, then renamed."""
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}"
     with open(temporary, "w") as file:
-        json.dump(manifest, file, indent=2)
+        json.dump(content, file, indent=2)
         file.flush()
         os.fsync(file.fileno())
-    os.replace(temporary, folder / MANIFEST_NAME)
-    fsync_path(folder)
+    os.replace(temporary, path)
+    fsync_path(path.parent)
+
+
+def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
+    """Atomically replace ``folder/manifest.json`` (adding the manifest's own checksum)."""
+    write_json_atomically(
+        folder / MANIFEST_NAME, {**manifest, "manifest_checksum": manifest_checksum(manifest)}
+    )
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
