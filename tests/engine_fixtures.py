@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flmr.index import IndexWriter, train_codec
+from flmr.index import IndexWriter, train_codec, write_shards_manifest
 
 DIM = 16
 
@@ -66,3 +66,16 @@ def codec(documents):
 def fields(documents):
     """Stored fields (id and text) of every document of ``documents``."""
     return [{"id": f"doc-{pid}", "text": f"text of {pid}"} for pid in range(len(documents))]
+
+
+SHARD_BOUNDS = [0, 110, 200, 300]  # three shards of 110, 90 and 100 documents
+
+
+def write_shards(root, documents, fields, codec, bounds=SHARD_BOUNDS):
+    """Shard indexes of ``documents[bounds[i]:bounds[i+1]]`` at root/shard-i, and their shards.json."""
+    names = [f"shard-{number}" for number in range(len(bounds) - 1)]
+    for name, start, stop in zip(names, bounds[:-1], bounds[1:], strict=True):
+        writer = IndexWriter(nbits=2, codec=codec, store_vectors=False, show_progress=False)
+        writer.write(root / name, documents[start:stop], documents=fields[start:stop])
+    write_shards_manifest(root, names, note="three shards")
+    return root

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from engine_fixtures import write_shards
 from flmr.index import (
     DuplicateIdError,
     Index,
@@ -22,18 +23,6 @@ from flmr.index import (
 )
 from flmr.index.locking import write_lock
 from flmr.search import ShardedSearcher
-
-BOUNDS = [0, 110, 200, 300]  # three shards of 110, 90 and 100 documents
-
-
-def write_shards(root, documents, fields, codec, bounds=BOUNDS):
-    """Shard indexes of ``documents[bounds[i]:bounds[i+1]]`` at root/shard-i, and their shards.json."""
-    names = [f"shard-{number}" for number in range(len(bounds) - 1)]
-    for name, start, stop in zip(names, bounds[:-1], bounds[1:], strict=True):
-        writer = IndexWriter(nbits=2, codec=codec, store_vectors=False, show_progress=False)
-        writer.write(root / name, documents[start:stop], documents=fields[start:stop])
-    write_shards_manifest(root, names, note="three shards")
-    return root
 
 
 @pytest.fixture(scope="module")

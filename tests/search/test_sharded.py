@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
+from engine_fixtures import write_shards
 from flmr.index import IndexFormatError, IndexWriter
 from flmr.search import ExactSearcher, PlaidSearcher, SearchHit, ShardedSearcher
-from flmr.search.sharded import merge_hits, read_shards_manifest, shard_offsets, write_shards_manifest
+from flmr.search.sharded import merge_hits, shard_offsets
 
 NUM_DOCUMENTS = 300
-BOUNDS = [0, 110, 200, 300]
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +21,7 @@ def single(documents, codec, fields, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sharded(documents, codec, fields, tmp_path_factory):
-    root = tmp_path_factory.mktemp("sharded")
-    names = []
-    for number, (start, stop) in enumerate(zip(BOUNDS[:-1], BOUNDS[1:], strict=True)):
-        names.append(f"shard-{number}")
-        writer = IndexWriter(nbits=2, codec=codec, store_vectors=False)
-        writer.write(root / names[-1], documents[start:stop], documents=fields[start:stop])
-    write_shards_manifest(root, names, note="three shards")
-    return root
+    return write_shards(tmp_path_factory.mktemp("sharded"), documents, fields, codec)
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +32,6 @@ def queries(documents):
         documents[p][:4] + 0.3 * torch.randn(4, documents[p].shape[1], generator=generator) for p in picks
     ]
     return torch.stack([torch.nn.functional.normalize(q, dim=-1) for q in noisy])
-
-
-def test_manifest_records_shards_in_pid_order(sharded):
-    manifest = read_shards_manifest(sharded)
-    assert [(s["folder"], s["first_pid"], s["num_documents"]) for s in manifest["shards"]] == [
-        ("shard-0", 0, 110),
-        ("shard-1", 110, 90),
-        ("shard-2", 200, 100),
-    ]
-    assert manifest["num_documents"] == NUM_DOCUMENTS and manifest["note"] == "three shards"
 
 
 def test_exact_sharded_search_equals_the_single_index(sharded, single, queries):
