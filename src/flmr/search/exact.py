@@ -90,9 +90,9 @@ def score_pairs(
         )
     # cheaper than normalising the vectors: scale their scores
     norms = vectors.norm(dim=1).clamp_min(1e-12) if normalize and not index.stores_vectors else None
-    owners = owners.to(device)
-    vector_counts = torch.bincount(qids[owners.cpu()], minlength=queries.shape[0]).tolist()
+    vector_counts = torch.bincount(qids[owners], minlength=queries.shape[0]).tolist()
     pair_counts = torch.bincount(qids, minlength=queries.shape[0]).tolist()
+    owners = owners.to(device)
     per_pair, first_vector, first_pair = [], 0, 0
     for query, num_vectors, num_pairs in zip(queries, vector_counts, pair_counts, strict=True):
         if num_pairs:
