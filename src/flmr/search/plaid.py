@@ -198,10 +198,10 @@ class PlaidSearcher(Searcher):
         second thread, so a batch uses its threads one pass each (each torch op then single-threaded)
         rather than all of them for every pass.
         """
-        workers = min(len(passes), torch.get_num_threads()) if self.device.type == "cpu" else 1
+        threads = torch.get_num_threads()
+        workers = min(len(passes), threads) if self.device.type == "cpu" else 1
         if workers <= 1:
             return [self._search_batch(packed[part], counts[part], k, allowed) for part in passes]
-        threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(workers, thread_name_prefix="flmr-plaid") as pool:
