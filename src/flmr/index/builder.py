@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from flmr.encoding.identity import EncoderIdentity
-from flmr.index.codec import ResidualCodec, check_nbits
+from flmr.index.codec import ResidualCodec, check_nbits, stored_precision
 from flmr.index.index import Index
 from flmr.index.inputs import (
     DEFAULT_DOCS_PER_CHUNK,
@@ -72,7 +72,7 @@ def train_codec(
         training = heldout  # a collection of one vector
     requested = num_partitions or default_num_partitions(vectors.shape[0])
     centroids = train_centroids(training, min(requested, training.shape[0]), kmeans_iterations, seed)
-    centroids = centroids.half().float().to(device)  # the precision the index keeps them in
+    centroids = stored_precision(centroids).to(device)  # as the codec will hold them
     assigner = CentroidAssigner(centroids, seed=seed)
     heldout = heldout.to(device)
     return ResidualCodec.fit(centroids, heldout - centroids[assigner.assign(heldout)], nbits)

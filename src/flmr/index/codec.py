@@ -41,6 +41,13 @@ def _bucket_means(values: torch.Tensor, cutoffs: torch.Tensor, previous: torch.T
     return torch.where(counts > 0, sums / counts.clamp_min(1), previous).sort(dim=1).values
 
 
+def stored_precision(centroids: torch.Tensor) -> torch.Tensor:
+    """``centroids`` (n, dim) rounded to float16, the precision the index stores them in (as ColBERTv2
+    does), as float32: a codec keeps them so in memory too, so that vectors compressed or assigned now
+    decompress the same after a save and load."""
+    return centroids.half().float().contiguous()
+
+
 @dataclass(frozen=True)
 class ResidualCodec:
     """Centroids plus per-dimension residual quantiser; compresses and decompresses token vectors.
@@ -65,9 +72,7 @@ class ResidualCodec:
 
     def __post_init__(self) -> None:
         check_nbits(self.nbits)
-        # the index stores centroids in float16 (as ColBERTv2 does): keep them at that precision in
-        # memory too, so vectors compressed now decompress the same after a save and load
-        object.__setattr__(self, "centroids", self.centroids.half().float().contiguous())
+        object.__setattr__(self, "centroids", stored_precision(self.centroids))
         object.__setattr__(self, "_lookup", self._byte_lookup_table())
 
     @classmethod
