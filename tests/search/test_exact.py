@@ -76,3 +76,24 @@ def test_score_pairs_of_several_queries_are_their_maxsim(documents, tmp_path, st
     expected = [(queries[q] @ vectors[p].T).amax(dim=1).sum() for q, p in ((0, 3), (0, 5), (2, 3), (2, 39))]
     assert scores[2] == float("-inf")  # document 40 has no vectors
     assert scores[[0, 1, 3, 4]].tolist() == pytest.approx(torch.stack(expected).tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("store_vectors", [True, False])
+def test_chunked_scoring_gives_the_scores_of_one_piece(
+    documents, tmp_path, monkeypatch, store_vectors
+) -> None:
+    """Re-ranking and exact search score CPU_CHUNK_VECTORS vectors at a time; the chunks do not change scores."""
+    index = IndexWriter(nbits=2, num_partitions=16, store_vectors=store_vectors).write(
+        tmp_path / "i", documents[:60]
+    )
+    queries = torch.stack([documents[pid][:5] for pid in (3, 7, 9)])
+    qids = torch.tensor([0] * 25 + [1] * 3 + [2] * 30)
+    pids = torch.cat([torch.arange(25), torch.tensor([4, 50, 51]), torch.arange(30, 60)])
+    monkeypatch.setattr("flmr.search.exact.CPU_CHUNK_VECTORS", 10**9)
+    whole = score_pairs(index, queries, qids, pids)
+    exact_hits = ExactSearcher(index).search(queries, k=20)
+    for budget in (1, 7, 40):
+        monkeypatch.setattr("flmr.search.exact.CPU_CHUNK_VECTORS", budget)
+        torch.testing.assert_close(score_pairs(index, queries, qids, pids), whole, rtol=0, atol=1e-6)
+        chunked_hits = ExactSearcher(index).search(queries, k=20)
+        assert [[h.pid for h in q] for q in chunked_hits] == [[h.pid for h in q] for q in exact_hits]

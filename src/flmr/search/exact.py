@@ -16,7 +16,14 @@ from flmr.runtime import scratch, sized_threads
 from flmr.search.base import Searcher, check_k
 from flmr.search.errors import SearchError
 from flmr.search.filters import MetadataFilter, compile_filter
-from flmr.search.maxsim import as_query_batch, maxsim_totals, nonzero_rows, segment_max
+from flmr.search.maxsim import (
+    CPU_CHUNK_VECTORS,
+    as_query_batch,
+    maxsim_totals,
+    nonzero_rows,
+    pair_chunks,
+    segment_max,
+)
 from flmr.search.results import SearchHit, make_hits
 from flmr.search.settings import SearchSettings, search_settings
 
@@ -67,42 +74,44 @@ def score_pairs(
     codec: ResidualCodec | None = None,
 ) -> torch.Tensor:
     """Exact MaxSim (float32, (n,)) of query ``qids[i]`` of ``queries`` (num_queries, rows, dim) against
-    document ``pids[i]``, for pairs sorted by query id (CPU tensors).
+    document ``pids[i]``, for pairs sorted by query id.
 
     The vectors are the index's stored float16 vectors when it keeps them, else the decompressed ones
     (``normalize``: as if re-projected onto the unit sphere). Runs on ``queries``' device (``codec``:
     the index's codec already moved there); all-zero query rows add 0; a document without vectors
-    scores -inf.
+    scores -inf. On CPU the pairs are scored a chunk of about ``CPU_CHUNK_VECTORS`` vectors at a
+    time (see there).
     """
     device = queries.device
+    qids, pids = qids.cpu(), pids.long().cpu()
     positions, owners = index.vector_positions(pids)
+    lengths = index.doclens[pids]
+    first_vector = torch.cumsum(lengths, 0) - lengths
+    budget = CPU_CHUNK_VECTORS if device.type == "cpu" else None
     if index.stores_vectors:
-        stored = index.gather_vectors(positions).to(device)
-        vectors = scratch("vectors", tuple(stored.shape), device).copy_(stored)
+        stored, codes, centroid_ids = index.gather_vectors(positions).to(device), None, None
     else:
         codec = codec or index.codec.to(device)
+        stored = None
         codes = index.gather_codes(positions).to(device)
-        vectors = codec.decompress(
-            codes,
-            index.gather_centroid_ids(positions).to(device),
-            normalize=False,
-            out=scratch("vectors", (codes.shape[0], index.dim), device),
-        )
-    # cheaper than normalising the vectors: scale their scores
-    norms = vectors.norm(dim=1).clamp_min(1e-12) if normalize and not index.stores_vectors else None
-    vector_counts = torch.bincount(qids[owners], minlength=queries.shape[0]).tolist()
-    pair_counts = torch.bincount(qids, minlength=queries.shape[0]).tolist()
+        centroid_ids = index.gather_centroid_ids(positions).to(device)
     owners = owners.to(device)
-    per_pair, first_vector, first_pair = [], 0, 0
-    for query, num_vectors, num_pairs in zip(queries, vector_counts, pair_counts, strict=True):
-        if num_pairs:
-            span = slice(first_vector, first_vector + num_vectors)
-            out = scratch("token_scores", (query.shape[0], num_vectors), device)
-            token_scores = torch.mm(query, vectors[span].T, out=out)  # (query rows, document vectors)
-            if norms is not None:
-                token_scores /= norms[span]
-            per_pair.append(segment_max(token_scores, owners[span] - first_pair, num_pairs, float("-inf")))
-        first_vector, first_pair = first_vector + num_vectors, first_pair + num_pairs
+    per_pair = []
+    for first, end in pair_chunks(qids, lengths, budget):
+        start = int(first_vector[first])
+        span = slice(start, start + int(lengths[first:end].sum()))
+        out = scratch("vectors", (span.stop - span.start, index.dim), device)
+        if stored is not None:
+            vectors = out.copy_(stored[span])
+        else:
+            vectors = codec.decompress(codes[span], centroid_ids[span], normalize=False, out=out)
+        query = queries[int(qids[first])]
+        token_scores = torch.mm(  # (query rows, document vectors)
+            query, vectors.T, out=scratch("token_scores", (query.shape[0], vectors.shape[0]), device)
+        )
+        if normalize and stored is None:  # cheaper than normalising the vectors: scale their scores
+            token_scores /= vectors.norm(dim=1).clamp_min(1e-12)
+        per_pair.append(segment_max(token_scores, owners[span] - first, end - first, float("-inf")))
     return maxsim_totals(torch.cat(per_pair)) if per_pair else torch.empty(0, device=device)
 
 
@@ -210,9 +219,15 @@ class ExactSearcher(Searcher):
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield (pids, vectors, owner of each vector as an index into pids) in bounded blocks.
 
+        A block holds at most ``max_score_elements`` scores (query rows x document vectors) and, on CPU,
+        about ``CPU_CHUNK_VECTORS`` vectors, whose products then stay in the caches (one 32-vector text
+        query over 3,000 Debian documents: 61 ms per query in such blocks, 126 ms in one block).
+
         ``allowed``: the only pids to score (live ones), when a filter restricts the search.
         """
         vector_budget = max(1, self.max_score_elements // num_query_rows)
+        if self.device.type == "cpu":
+            vector_budget = min(vector_budget, CPU_CHUNK_VECTORS)
         if self.index is not None:
             mean_doclen = max(1, self.index.num_vectors // max(1, self.index.num_documents))
             docs_per_block = max(1, vector_budget // mean_doclen)

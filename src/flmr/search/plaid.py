@@ -23,10 +23,11 @@ from flmr.search.settings import PlaidSettings, SearchSettings, search_settings
 TEXT_QUERY_VECTORS = 32
 # Exact search costs about one unit per (document vector, query vector) pair; the PLAID stages about
 # EXACT_COST_RATIO units per centroid and per document vector they touch (see `exact_is_cheaper`).
-# Measured on a quiet 2-core CPU with query()-shaped queries (benchmarks/search_quality.py): at 3k
-# Debian documents PLAID took 1.39x (text) / 1.59x (text+image) exact's time, at 10k 0.48x; the two
-# cross near 4,500 documents, 1.4x the vectors the stages touch there.
-EXACT_COST_RATIO = 1.4
+# Measured one query()-shaped query at a time, one thread, against ExactSearcher on the same index
+# (benchmarks/search_quality.py's collection; load ~1): text / text+image ms per query, PLAID vs exact,
+# at 1,500 documents 31 / 72 vs 29 / 64, at 2,000 31 / 86 vs 38 / 94, at 3,000 33 / 93 vs 58 / 140, so
+# the two cross near 1,700 documents (122k vectors), 0.58x the centroids and vectors the stages touch there.
+EXACT_COST_RATIO = 0.6
 # The pruned centroid interaction (scanning the inverted lists of the centroids above the threshold)
 # runs only for queries with over PRUNED_STAGE_ABOVE * ndocs candidates; below that, scoring every
 # candidate unpruned costs less and ranks as well. With unpruned scoring into reused buffers, 8 is
@@ -164,17 +165,18 @@ class PlaidSearcher(Searcher):
 
         Per query vector, exact search scores every live document vector; PLAID scores every centroid
         and then touches the vectors of the ``max(ndocs, k)`` documents of centroid interaction and of
-        the ``max(ndocs // 2, k)`` re-ranked ones, each touch (gathers, reductions) costing about
-        ``EXACT_COST_RATIO`` times a dot product in exact search's matrix products. Exact search wins
-        when ``live vectors <= EXACT_COST_RATIO * (num_partitions + touched documents * mean length)``.
+        the ``max(ndocs // 2, k)`` re-ranked ones (each at most the live documents), each touch (gathers,
+        reductions, products) costing about ``EXACT_COST_RATIO`` times a dot product in exact search.
+        Exact search wins when ``live vectors <= EXACT_COST_RATIO * (num_partitions + touched documents *
+        mean length)``: on the benchmark collection, up to about 1,700 documents.
         """
         index = self.index
         live_documents = index.num_documents - int(index.deleted.sum())
         mean_length = index.num_vectors / max(1, index.num_documents)
         live_vectors = live_documents * mean_length
         ndocs = max(self.ndocs, k)
-        touched = index.num_partitions + (ndocs + max(ndocs // 2, k)) * mean_length
-        return live_vectors <= EXACT_COST_RATIO * touched
+        touched = min(ndocs, live_documents) + min(max(ndocs // 2, k), live_documents)
+        return live_vectors <= EXACT_COST_RATIO * (index.num_partitions + touched * mean_length)
 
     def work(self, queries: torch.Tensor, k: int) -> float:
         """FLOP of the queries' centroid scores and re-ranking, which size the CPU threads (flmr.runtime)."""
@@ -295,6 +297,7 @@ class PlaidSearcher(Searcher):
             generating[:, TEXT_QUERY_VECTORS:] = False
         num_partitions = centroid_scores.shape[2]
         eligible = ~self.index.deleted if allowed is None else allowed & ~self.index.deleted
+        wanted = min(wanted, int(eligible.sum()))  # a small collection has fewer: stop when all are found
         quota = self.cells_per_vector(generating.sum(dim=1).cpu(), num_partitions)
         pending = torch.arange(centroid_scores.shape[0])
         found_q, found_p = [], []
