@@ -175,6 +175,36 @@ def test_small_collections_are_searched_exactly(easy_index, tmp_path, make_docum
     assert not PlaidSearcher(index, ndocs=8).exact_is_cheaper(10)
 
 
+def test_exact_is_cheaper_counts_at_most_the_live_documents(easy_index) -> None:
+    """Centroid interaction over min(ndocs, live) documents, re-ranking of min(ndocs // 2, live)."""
+    index, _ = easy_index  # 400 live documents
+    mean_length = index.num_vectors / index.num_documents
+
+    def stages_cost(documents: int) -> float:
+        return plaid_module.EXACT_COST_RATIO * (index.num_partitions + documents * mean_length)
+
+    # ndocs=480: 400 + 240 documents touched, not 480 + 240: the stages are the cheaper
+    assert index.num_vectors > stages_cost(400 + 240)
+    assert not PlaidSearcher(index, ndocs=480).exact_is_cheaper(10)
+    # ndocs=1,000: 400 + 400 documents touched, each vector twice: exact search is the cheaper
+    assert index.num_vectors <= stages_cost(400 + 400)
+    assert PlaidSearcher(index, ndocs=1000).exact_is_cheaper(10)
+
+
+def test_candidate_probing_stops_once_every_document_is_a_candidate(easy_index, monkeypatch) -> None:
+    """Wanting more candidates than the collection has does not double the cells probed up to all of them."""
+    index, documents = easy_index
+    rounds = []
+    original = PlaidSearcher._list_members
+    monkeypatch.setattr(
+        PlaidSearcher, "_list_members", lambda self, *args: rounds.append(1) or original(self, *args)
+    )
+    searcher = PlaidSearcher(index, ncells=8, ndocs=10_000, exact_when_cheaper=False)  # wants 5,000
+    query = torch.stack([documents[pid][0] for pid in range(0, 400, 5)])  # 80 vectors: 5 of 64 cells each
+    hits = searcher.search(query, k=400)[0]
+    assert len(rounds) == 1 and len(hits) == 400
+
+
 def test_recall_against_exact_with_mask_expanded_queries(tmp_path, make_documents) -> None:
     """Queries shaped like query()'s: a few token vectors, the rest [MASK] expansions near their mean."""
     documents = make_documents(1500, num_topics=200, noise=0.5, seed=9)
