@@ -83,3 +83,16 @@ def test_updates_leave_foreign_folders_and_remove_stale_files(index, make_docume
     index.delete([0])
     assert (index.path / "cache" / "bm25.bin").read_bytes() == b"kept"
     assert not (index.path / "ivf_pids.99.npy").exists()
+
+
+def test_document_centroids_are_each_documents_distinct_centroids(index, make_documents) -> None:
+    """Over two segments (a build and an add), in any pid order, documents without vectors included."""
+    index.add([*make_documents(310)[300:], torch.empty(0, index.dim)])
+    pids = torch.tensor([305, 2, 310, 299, 2, 300])
+    centroid_ids, owners = index.document_centroids(pids)
+    positions, vector_owners = index.vector_positions(pids)
+    every = index.gather_centroid_ids(positions)
+    for row in range(len(pids)):
+        assert centroid_ids[owners == row].tolist() == sorted(set(every[vector_owners == row].tolist()))
+    assert (owners == 2).sum() == 0  # pid 310 has no vectors
+    assert len(centroid_ids) < len(every)  # the documents' vectors share centroids

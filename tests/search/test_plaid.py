@@ -291,3 +291,19 @@ def test_ncells_and_ndocs_grow_with_the_live_collection(easy_index, monkeypatch,
     assert (searcher.budget_growth(), searcher.ncells, searcher.ndocs) == (
         (2.0, 8, 181) if grow else (1.0, 4, 64)
     )
+
+
+def test_centroid_interaction_is_maxsim_over_every_vectors_centroid(easy_index) -> None:
+    """Read once per distinct centroid of a document, the scores equal those over all its vectors."""
+    index, documents = easy_index
+    searcher = PlaidSearcher(index, exact_when_cheaper=False)
+    searcher._sync_with_index()
+    queries = queries_from(documents, (3, 77))
+    centroid_scores = queries @ searcher._centroids_t  # (queries, rows, partitions)
+    by_column = centroid_scores.transpose(0, 1).reshape(queries.shape[1], -1)
+    qids, pids = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([3, 50, 399, 0, 77])
+    scores = searcher._centroid_interaction(by_column, qids, pids)
+    for score, query, pid in zip(scores.tolist(), qids.tolist(), pids.tolist(), strict=True):
+        positions, _ = index.vector_positions(torch.tensor([pid]))
+        every = index.gather_centroid_ids(positions)
+        assert score == pytest.approx(float(centroid_scores[query][:, every].amax(dim=1).sum()), abs=1e-5)

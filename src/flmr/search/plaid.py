@@ -371,10 +371,10 @@ class PlaidSearcher(Searcher):
     def _centroid_interaction(
         self, by_column: torch.Tensor, qids: torch.Tensor, pids: torch.Tensor
     ) -> torch.Tensor:
-        """MaxSim of each (query, document) pair over the centroid scores of all the document's vectors."""
-        positions, owners = self.index.vector_positions(pids.cpu())
-        centroid_ids = self.index.gather_centroid_ids(positions).to(self.device)
-        owners = owners.to(self.device)
+        """MaxSim of each (query, document) pair over the centroid scores of all the document's vectors,
+        read once per distinct centroid of the document (``Index.document_centroids``)."""
+        centroid_ids, owners = self.index.document_centroids(pids.cpu())
+        centroid_ids, owners = centroid_ids.to(self.device), owners.to(self.device)
         columns = self._columns(
             by_column, qids.index_select(0, owners) * self.index.num_partitions + centroid_ids
         )
