@@ -293,9 +293,14 @@ def test_ncells_and_ndocs_grow_with_the_live_collection(easy_index, monkeypatch,
     )
 
 
-def test_centroid_interaction_is_maxsim_over_every_vectors_centroid(easy_index) -> None:
-    """Read once per distinct centroid of a document, the scores equal those over all its vectors."""
+@pytest.mark.parametrize("chunk_scores", [1, 50, 1 << 24])
+def test_centroid_interaction_is_maxsim_over_every_vectors_centroid(
+    easy_index, monkeypatch, chunk_scores
+) -> None:
+    """Read once per distinct centroid of a document, in chunks of any size, the scores equal those over
+    all its vectors."""
     index, documents = easy_index
+    monkeypatch.setattr(plaid_module, "INTERACTION_CHUNK_SCORES", chunk_scores)
     searcher = PlaidSearcher(index, exact_when_cheaper=False)
     searcher._sync_with_index()
     queries = queries_from(documents, (3, 77))

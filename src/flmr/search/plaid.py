@@ -16,7 +16,7 @@ from flmr.runtime import scratch, sized_threads
 from flmr.search.base import Searcher, check_k
 from flmr.search.exact import ExactSearcher, score_pairs
 from flmr.search.filters import MetadataFilter, compile_filter
-from flmr.search.maxsim import as_query_batch, maxsim_totals, packed_queries, segment_max
+from flmr.search.maxsim import as_query_batch, maxsim_totals, packed_queries, pair_chunks, segment_max
 from flmr.search.results import SearchHit, make_hits
 from flmr.search.settings import PlaidSettings, SearchSettings, search_settings
 
@@ -35,6 +35,9 @@ EXACT_COST_RATIO = 0.6
 # recall either way): 25k documents, bound 2: 118 / 410 ms per query against 83 / 330 ms unpruned;
 # 100k documents (ndocs 4,096 by budget_growth), bound 2: 365 / 1,552 ms, bound 8: 257 / 1,602 ms.
 PRUNED_STAGE_ABOVE = 8
+# Centroid interaction on CPU gathers at most this many centroid scores at a time, into one reused buffer
+# (a text+image query's candidates at 100k documents need 160M: 640 MB allocated afresh per query).
+INTERACTION_CHUNK_SCORES = 1 << 24
 # Queries whose stages run together, by default: on CPU one, since passes of 8 or 32 queries ran
 # 2-3x slower per query (3,000 documents: their centroid-score gathers leave the caches) while the
 # shared work (centroid scores, Python overhead) is small; on an accelerator a pass of many queries
@@ -372,13 +375,25 @@ class PlaidSearcher(Searcher):
         self, by_column: torch.Tensor, qids: torch.Tensor, pids: torch.Tensor
     ) -> torch.Tensor:
         """MaxSim of each (query, document) pair over the centroid scores of all the document's vectors,
-        read once per distinct centroid of the document (``Index.document_centroids``)."""
+        read once per distinct centroid of the document (``Index.document_centroids``); on CPU in chunks
+        of at most ``INTERACTION_CHUNK_SCORES`` gathered scores."""
         centroid_ids, owners = self.index.document_centroids(pids.cpu())
-        centroid_ids, owners = centroid_ids.to(self.device), owners.to(self.device)
-        columns = self._columns(
-            by_column, qids.index_select(0, owners) * self.index.num_partitions + centroid_ids
-        )
-        return maxsim_totals(segment_max(columns, owners, pids.shape[0], float("-inf")))
+        lengths = torch.bincount(owners, minlength=pids.shape[0])
+        first_column = torch.cumsum(lengths, 0) - lengths
+        numbers = qids.index_select(0, owners.to(self.device)) * self.index.num_partitions
+        numbers += centroid_ids.to(self.device)
+        owners = owners.to(self.device)
+        if self.device.type == "cpu":
+            chunks = pair_chunks(qids.cpu(), lengths, max(1, INTERACTION_CHUNK_SCORES // by_column.shape[0]))
+        else:
+            chunks = [(0, pids.shape[0])]
+        maxima = []
+        for first, end in chunks:
+            start = int(first_column[first])
+            span = slice(start, start + int(lengths[first:end].sum()))
+            columns = self._columns(by_column, numbers[span])
+            maxima.append(segment_max(columns, owners[span] - first, end - first, float("-inf")))
+        return maxsim_totals(torch.cat(maxima))
 
     def _columns(self, by_column: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
         """The (rows, n) columns ``numbers`` of ``by_column``, gathered into a reused buffer (see ``scratch``)."""
