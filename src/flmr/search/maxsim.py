@@ -18,8 +18,9 @@ from flmr.search.errors import SearchError
 # so that each step reads what the last one wrote from the CPU caches rather than from memory.
 # Re-ranking the 1,024 finalists of 32-vector query()-shaped text queries over 10,000 Debian documents
 # (one thread, load ~0.8) took 38.5 / 29.1 / 25.2 / 22.5 / 24.2 / 29.0 ms per query in chunks of
-# 1,024 / 2,048 / 4,096 / 8,192 / 16,384 / 32,768 vectors, and 34 ms in one piece. (Centroid interaction
-# gains nothing from chunks: its gathers and reductions stream; 8,192-vector chunks made it 15 -> 21 ms.)
+# 1,024 / 2,048 / 4,096 / 8,192 / 16,384 / 32,768 vectors, and 34 ms in one piece. (Centroid interaction,
+# whose gathers and reductions stream, took 15 -> 21 ms in chunks this small: it has its own, larger
+# bound, plaid.INTERACTION_CHUNK_SCORES.)
 CPU_CHUNK_VECTORS = 8192
 
 

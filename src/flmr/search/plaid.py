@@ -36,7 +36,9 @@ EXACT_COST_RATIO = 0.6
 # 100k documents (ndocs 4,096 by budget_growth), bound 2: 365 / 1,552 ms, bound 8: 257 / 1,602 ms.
 PRUNED_STAGE_ABOVE = 8
 # Centroid interaction on CPU gathers at most this many centroid scores at a time, into one reused buffer
-# (a text+image query's candidates at 100k documents need 160M: 640 MB allocated afresh per query).
+# (64 MB). A text+image query's candidates at 100k documents need 160M scores, 640 MB allocated afresh per
+# query in one piece: that stage took 996 ms per query so, and 706 / 447 / 487-510 / 686 / 761 ms in
+# chunks of 2**26 / 2**25 / 2**24 / 2**23 / 2**22 (30 PreFLMR-shaped queries, one thread, load ~1).
 INTERACTION_CHUNK_SCORES = 1 << 24
 # Queries whose stages run together, by default: on CPU one, since passes of 8 or 32 queries ran
 # 2-3x slower per query (3,000 documents: their centroid-score gathers leave the caches) while the
