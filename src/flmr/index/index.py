@@ -472,7 +472,8 @@ class Index:
         """
         offsets, centroid_ids = self._state.distinct_centroids
         pids = pids.long().cpu()
-        positions, owners = concat_ranges(offsets[pids], offsets[pids + 1] - offsets[pids])
+        starts = offsets[pids]
+        positions, owners = concat_ranges(starts, offsets[pids + 1] - starts)
         return torch.from_numpy(centroid_ids[positions.numpy()].astype(np.int64)), owners
 
     def gather_codes(self, positions: torch.Tensor) -> torch.Tensor:

@@ -86,7 +86,6 @@ def score_pairs(
     qids, pids = qids.cpu(), pids.long().cpu()
     positions, owners = index.vector_positions(pids)
     lengths = index.doclens[pids]
-    first_vector = torch.cumsum(lengths, 0) - lengths
     budget = CPU_CHUNK_VECTORS if device.type == "cpu" else None
     if index.stores_vectors:
         stored, codes, centroid_ids = index.gather_vectors(positions).to(device), None, None
@@ -97,9 +96,7 @@ def score_pairs(
         centroid_ids = index.gather_centroid_ids(positions).to(device)
     owners = owners.to(device)
     per_pair = []
-    for first, end in pair_chunks(qids, lengths, budget):
-        start = int(first_vector[first])
-        span = slice(start, start + int(lengths[first:end].sum()))
+    for first, end, span in pair_chunks(qids, lengths, budget):
         out = scratch("vectors", (span.stop - span.start, index.dim), device)
         if stored is not None:
             vectors = out.copy_(stored[span])

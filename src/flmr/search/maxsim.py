@@ -102,20 +102,28 @@ def maxsim_totals(per_vector_max: torch.Tensor) -> torch.Tensor:
     return per_vector_max.sum(dim=1, dtype=torch.float64).to(per_vector_max.dtype)
 
 
-def pair_chunks(qids: torch.Tensor, lengths: torch.Tensor, budget: int | None) -> list[tuple[int, int]]:
-    """(first, end) ranges of consecutive pairs of one query, sorted by query: the pairs whose documents
-    start within the same ``budget`` of the query's vectors (``lengths`` per pair) share a range, so a
-    range holds at most ``budget`` vectors plus one document's; one range per query when None.
+def pair_chunks(
+    qids: torch.Tensor, lengths: torch.Tensor, budget: int | None
+) -> list[tuple[int, int, slice]]:
+    """(first, end, vectors) of ranges of consecutive pairs of one query, sorted by query: the pairs
+    ``first..end-1``, whose documents start within the same ``budget`` of the query's vectors
+    (``lengths`` per pair), and the slice of their vectors laid end to end; a range holds at most
+    ``budget`` vectors plus one document's; one range per query when None.
 
     Example:
         >>> pair_chunks(torch.tensor([0, 0, 0, 1]), torch.tensor([3, 3, 3, 3]), budget=5)
-        [(0, 2), (2, 3), (3, 4)]
+        [(0, 2, slice(0, 6, None)), (2, 3, slice(6, 9, None)), (3, 4, slice(9, 12, None))]
     """
     query = qids.numpy()
     if query.size == 0:
         return []
-    before = np.cumsum(lengths.numpy()) - lengths.numpy()
+    ends = np.cumsum(lengths.numpy())
+    before = ends - lengths.numpy()
     within = before - before[np.searchsorted(query, query)]  # vectors of the query's earlier pairs
     bucket = within // budget if budget else np.zeros_like(within)
     starts = np.flatnonzero(np.r_[True, (query[1:] != query[:-1]) | (bucket[1:] != bucket[:-1])])
-    return list(zip(starts.tolist(), np.r_[starts[1:], query.size].tolist(), strict=True))
+    stops = np.r_[starts[1:], query.size]
+    return [
+        (first, end, slice(int(before[first]), int(ends[end - 1])))
+        for first, end in zip(starts.tolist(), stops.tolist(), strict=True)
+    ]

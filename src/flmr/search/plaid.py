@@ -381,18 +381,15 @@ class PlaidSearcher(Searcher):
         of at most ``INTERACTION_CHUNK_SCORES`` gathered scores."""
         centroid_ids, owners = self.index.document_centroids(pids.cpu())
         lengths = torch.bincount(owners, minlength=pids.shape[0])
-        first_column = torch.cumsum(lengths, 0) - lengths
         numbers = qids.index_select(0, owners.to(self.device)) * self.index.num_partitions
         numbers += centroid_ids.to(self.device)
         owners = owners.to(self.device)
         if self.device.type == "cpu":
             chunks = pair_chunks(qids.cpu(), lengths, max(1, INTERACTION_CHUNK_SCORES // by_column.shape[0]))
         else:
-            chunks = [(0, pids.shape[0])]
+            chunks = [(0, pids.shape[0], slice(0, owners.shape[0]))]
         maxima = []
-        for first, end in chunks:
-            start = int(first_column[first])
-            span = slice(start, start + int(lengths[first:end].sum()))
+        for first, end, span in chunks:
             columns = self._columns(by_column, numbers[span])
             maxima.append(segment_max(columns, owners[span] - first, end - first, float("-inf")))
         return maxsim_totals(torch.cat(maxima))
